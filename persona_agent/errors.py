@@ -1,0 +1,62 @@
+"""The error hierarchy: every failure a caller can act on has its own type.
+
+Bad input raises a subclass of both `PersonaAgentError` and `ValueError`, names the field and value,
+and is raised before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PersonaAgentError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidInputError(PersonaAgentError, ValueError):
+    """An argument failed validation. `field` names it; nothing was changed."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"invalid {field}={shown}: {reason}")
+
+
+class InvalidUserIdError(InvalidInputError):
+    """A user id is empty, too long, or holds whitespace or control characters."""
+
+
+class EmbeddingDimensionError(InvalidInputError):
+    """A vector does not have the dimension the store was created with."""
+
+
+class UnknownUserError(PersonaAgentError, LookupError):
+    """The user has no rows where some were required."""
+
+    def __init__(self, user_id: str) -> None:
+        self.user_id = user_id
+        super().__init__(f"unknown user {user_id!r}: the store holds nothing for this user")
+
+
+class StoreError(PersonaAgentError):
+    """The memory store cannot be opened or used as asked (schema mismatch, wrong embedder, ...)."""
+
+
+class SchemaVersionError(StoreError):
+    """A database was written by a newer PersonaAgent than this one, or cannot be migrated."""
+
+
+class ConfigError(PersonaAgentError, ValueError):
+    """A setting is invalid (unknown LM spec, missing model file, ...)."""
+
+
+class ModelFileError(PersonaAgentError):
+    """A model file is missing, incomplete or corrupted; the message says how to fix it."""
+
+
+class LocalRuntimeMissingError(PersonaAgentError, ImportError):
+    """The in-process model needs the `local` extra (llama.cpp runtime and model parts), which is not installed."""

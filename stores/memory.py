@@ -1,0 +1,495 @@
+"""The memory store: episodic interactions and semantic profiles in one DuckDB file, searched through
+per-user FAISS partitions.
+
+DuckDB is the source of truth for every row and vector; FAISS partitions are rebuilt from it lazily,
+so a crash can never leave the index and the database disagreeing.
+
+Concurrency: one `MemoryStore` is safe to share between threads of one process (writes are
+serialised, searches run concurrently). DuckDB allows one read-write process per file: run one writer
+process (e.g. the service) and open the file from other processes with `read_only=True` only while no
+writer holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from persona_agent.config import Settings
+from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
+from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
+from persona_agent.stores.records import ForgetReport, Interaction, NewInteraction, Profile, SearchHit
+from persona_agent.stores.schema import ensure_schema
+from persona_agent.stores.validation import (
+    to_utc_naive,
+    validate_k,
+    validate_text,
+    validate_user_id,
+    validate_vectors,
+)
+from persona_agent.stores.vector_index import PartitionCache
+
+_COLUMN_NAMES = ("id", "user_id", "created_at", "task", "query", "response", "metadata")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _micros(ts: datetime) -> int:
+    """Naive-UTC datetime -> Unix microseconds, exactly (no float rounding)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _row_to_interaction(row: tuple) -> Interaction:
+    id_, user_id, created_at, task, query, response, metadata = row
+    return Interaction(
+        id=id_,
+        user_id=user_id,
+        created_at=created_at,
+        task=task,
+        query=query,
+        response=response,
+        metadata=json.loads(metadata),
+    )
+
+
+class MemoryStore:
+    """Per-user episodic and semantic memory.
+
+    Args:
+        path: the DuckDB file (default: the settings' `db_path`); ":memory:" for a throwaway store.
+        embedder: turns queries into vectors (default: the settings' sentence-transformers model).
+        settings: where defaults come from (default: `Settings()`, i.e. the environment).
+        read_only: open without writing (another process may hold the file for writing only if it is not open).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        embedder: Embedder | None = None,
+        settings: Settings | None = None,
+        read_only: bool = False,
+        max_cached_users: int = 4096,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.embedder: Embedder = embedder or SentenceTransformerEmbedder(self.settings.embedder)
+        self.max_text_chars = self.settings.max_text_chars
+        db_path = Path(path) if path is not None else self.settings.resolved_db_path
+        self.path = db_path
+        if str(db_path) != ":memory:" and not read_only:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(str(db_path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"Cannot open the memory store at {db_path}: {exc}") from exc
+        self.read_only = read_only
+        self.dim = self._resolve_dim()
+        if not read_only:
+            ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
+        self._write_lock = threading.RLock()
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._cursors_lock = threading.Lock()
+        self._closed = False
+        self._seq = int(self._one("SELECT coalesce(max(seq), 0) FROM interactions")[0])
+        self._index = PartitionCache(self.dim, self._load_partition, max_users=max_cached_users)
+
+    # -- plumbing -------------------------------------------------------------------------------------
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A DuckDB cursor private to the calling thread (a DuckDB connection is not thread-safe)."""
+        if self._closed:
+            raise StoreError("The memory store is closed.")
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cursor = cur
+            with self._cursors_lock:
+                self._cursors.append(cur)
+        return cur
+
+    def _resolve_dim(self) -> int:
+        """The vector dimension, from the store's metadata when it was built by the same embedder
+        (so opening a store does not load the model), else from the embedder itself."""
+        try:
+            meta = dict(self._con.execute("SELECT key, value FROM store_meta").fetchall())
+        except duckdb.CatalogException:
+            if self.read_only:
+                raise StoreError(f"{self.path} is not a PersonaAgent memory store (no store_meta table).") from None
+            meta = {}
+        if meta.get("embedder") == self.embedder.name and "embedding_dim" in meta:
+            return int(meta["embedding_dim"])
+        return int(self.embedder.dim)
+
+    def _one(self, sql: str, params: list[Any] | None = None) -> tuple | None:
+        """The first row of a query, or None. (DuckDB 2 wants every result read to the end.)"""
+        rows = self._cursor().execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._write_lock:
+            self._closed = True
+            with self._cursors_lock:
+                for cur in self._cursors:
+                    cur.close()
+                self._cursors.clear()
+            self._con.close()
+            self._index.drop()
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise StoreError("This memory store was opened read-only.")
+
+    def _load_partition(self, user_id: str) -> tuple[list[tuple], np.ndarray, list[str | None], np.ndarray]:
+        table = (
+            self._cursor()
+            .sql(
+                f"SELECT {_COLUMNS}, epoch_us(created_at) AS t, embedding FROM interactions "
+                "WHERE user_id = $user ORDER BY created_at, seq",
+                params={"user": user_id},
+            )
+            .to_arrow_table()
+        )
+        n = table.num_rows
+        if n:
+            emb = table.column("embedding").combine_chunks()
+            vectors = np.asarray(emb.values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, self.dim)
+        else:
+            vectors = np.zeros((0, self.dim), dtype=np.float32)
+        columns = [table.column(name).to_pylist() for name in _COLUMN_NAMES]
+        return (
+            list(zip(*columns, strict=True)),
+            np.asarray(table.column("t").to_numpy(zero_copy_only=False), dtype=np.int64),
+            table.column("task").to_pylist(),
+            np.ascontiguousarray(vectors),
+        )
+
+    def _partition(self, user_id: str):
+        part = self._index.get(user_id)
+        if part is None:
+            with self._write_lock:
+                part = self._index.get(user_id)
+                if part is None:
+                    part = self._index.build(user_id)
+        return part
+
+    # -- episodic memory ------------------------------------------------------------------------------
+
+    def _normalise(self, items: Iterable[NewInteraction | Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+        rows = []
+        for i, item in enumerate(items):
+            try:
+                rec = item if isinstance(item, NewInteraction) else NewInteraction.model_validate(item)
+            except Exception as exc:  # pydantic.ValidationError, TypeError for non-mappings
+                raise InvalidInputError(f"items[{i}]", item, f"is not an interaction ({exc})") from None
+            query = validate_text(rec.query, f"items[{i}].query", self.max_text_chars)
+            response = validate_text(rec.response, f"items[{i}].response", self.max_text_chars, allow_empty=True)
+            if rec.task is not None:
+                validate_text(rec.task, f"items[{i}].task", 128)
+            try:
+                metadata = json.dumps(rec.metadata, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(
+                    f"items[{i}].metadata", rec.metadata, f"is not JSON-serialisable ({exc})"
+                ) from None
+            created = now if rec.created_at is None else to_utc_naive(rec.created_at, f"items[{i}].created_at")
+            rows.append(
+                {"query": query, "response": response, "task": rec.task, "metadata": metadata, "created_at": created}
+            )
+        return rows
+
+    def add(
+        self,
+        user_id: str,
+        items: Sequence[NewInteraction | Mapping[str, Any]],
+        *,
+        embeddings: np.ndarray | None = None,
+    ) -> list[str]:
+        """Store a batch of interactions for one user in one transaction; returns their ids in order.
+
+        Queries are embedded with the store's embedder unless `embeddings` (one row per item) are given.
+        Everything is validated before anything is written; the batch is stored whole or not at all.
+        """
+        user_id = validate_user_id(user_id)
+        if isinstance(items, NewInteraction | Mapping | str) or not isinstance(items, Sequence):
+            raise InvalidInputError("items", items, "must be a sequence of interactions")
+        return self.ingest([(user_id, item) for item in items], embeddings=embeddings)
+
+    def ingest(
+        self,
+        records: Sequence[tuple[str, NewInteraction | Mapping[str, Any]]],
+        *,
+        embeddings: np.ndarray | None = None,
+    ) -> list[str]:
+        """Store `(user_id, interaction)` pairs for any number of users in one transaction (bulk loads:
+        one embedding call and one Arrow insert per batch). Returns the new ids in order."""
+        self._require_writable()
+        if isinstance(records, str) or not isinstance(records, Sequence):
+            raise InvalidInputError("records", records, "must be a sequence of (user_id, interaction) pairs")
+        if len(records) == 0:
+            return []
+        users = [validate_user_id(user, "user_id") for user, _ in records]
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = self._normalise([item for _, item in records], now)
+        if embeddings is None:
+            vectors = validate_vectors(self.embedder.encode([r["query"] for r in rows]), self.dim, len(rows))
+        else:
+            vectors = validate_vectors(embeddings, self.dim, len(rows))
+        ids = [f"mem_{uuid.uuid4().hex}" for _ in rows]
+        with self._write_lock:
+            seqs = list(range(self._seq + 1, self._seq + 1 + len(rows)))
+            table = pa.table(
+                {
+                    "id": pa.array(ids, pa.string()),
+                    "seq": pa.array(seqs, pa.int64()),
+                    "user_id": pa.array(users, pa.string()),
+                    "created_at": pa.array([r["created_at"] for r in rows], pa.timestamp("us")),
+                    "task": pa.array([r["task"] for r in rows], pa.string()),
+                    "query": pa.array([r["query"] for r in rows], pa.string()),
+                    "response": pa.array([r["response"] for r in rows], pa.string()),
+                    "metadata": pa.array([r["metadata"] for r in rows], pa.string()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
+                }
+            )
+            cur = self._cursor()
+            cur.register("_new_rows", table)
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                cur.execute("INSERT INTO interactions SELECT * FROM _new_rows")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            finally:
+                cur.unregister("_new_rows")
+            self._seq = seqs[-1]
+            self._extend_partitions(users, ids, rows, vectors)
+        return ids
+
+    def _extend_partitions(self, users: list[str], ids: list[str], rows: list[dict], vectors: np.ndarray) -> None:
+        """Append committed rows to the partitions already cached (others are built from DuckDB later)."""
+        by_user: dict[str, list[int]] = {}
+        for i, user in enumerate(users):
+            by_user.setdefault(user, []).append(i)
+        for user, positions in by_user.items():
+            part = self._index.get(user)
+            if part is None:
+                continue
+            times = np.array([_micros(rows[i]["created_at"]) for i in positions], dtype=np.int64)
+            order = [positions[j] for j in np.argsort(times, kind="stable")]
+            payload = [
+                (
+                    ids[i],
+                    user,
+                    rows[i]["created_at"],
+                    rows[i]["task"],
+                    rows[i]["query"],
+                    rows[i]["response"],
+                    rows[i]["metadata"],
+                )
+                for i in order
+            ]
+            part.append(payload, np.sort(times, kind="stable"), [rows[i]["task"] for i in order], vectors[order])
+
+    def add_interaction(
+        self,
+        user_id: str,
+        query: str,
+        response: str = "",
+        *,
+        task: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_at: datetime | float | None = None,
+    ) -> str:
+        """Store one interaction; returns its id."""
+        item = {"query": query, "response": response, "task": task, "metadata": dict(metadata or {})}
+        if created_at is not None:
+            item["created_at"] = created_at
+        return self.add(user_id, [item])[0]
+
+    def get(self, user_id: str, interaction_id: str) -> Interaction:
+        """One of the user's interactions by id (another user's id is not found, never returned)."""
+        user_id = validate_user_id(user_id)
+        row = self._one(f"SELECT {_COLUMNS} FROM interactions WHERE user_id = ? AND id = ?", [user_id, interaction_id])
+        if row is None:
+            raise InvalidInputError("interaction_id", interaction_id, f"no such interaction for user {user_id!r}")
+        return _row_to_interaction(row)
+
+    def latest(
+        self, user_id: str, n: int, *, before: datetime | float | None = None, task: str | None = None
+    ) -> list[Interaction]:
+        """The user's latest `n` interactions (strictly before `before`, if given), oldest first."""
+        user_id = self._known_user(user_id)
+        n = validate_k(n, "n")
+        where, params = self._filters(user_id, before, task)
+        rows = (
+            self._cursor()
+            .execute(
+                f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, seq FROM interactions WHERE {where} "
+                "ORDER BY created_at DESC, seq DESC LIMIT ?) ORDER BY created_at, seq",
+                [*params, n],
+            )
+            .fetchall()
+        )
+        return [_row_to_interaction(r) for r in rows]
+
+    def history(
+        self, user_id: str, *, before: datetime | float | None = None, task: str | None = None
+    ) -> list[Interaction]:
+        """All of the user's interactions (strictly before `before`, if given), oldest first."""
+        user_id = self._known_user(user_id)
+        where, params = self._filters(user_id, before, task)
+        rows = (
+            self._cursor()
+            .execute(f"SELECT {_COLUMNS} FROM interactions WHERE {where} ORDER BY created_at, seq", params)
+            .fetchall()
+        )
+        return [_row_to_interaction(r) for r in rows]
+
+    def _filters(self, user_id: str, before: datetime | float | None, task: str | None) -> tuple[str, list[Any]]:
+        clauses, params = ["user_id = ?"], [user_id]
+        if before is not None:
+            clauses.append("created_at < ?")
+            params.append(to_utc_naive(before, "before"))
+        if task is not None:
+            clauses.append("task = ?")
+            params.append(task)
+        return " AND ".join(clauses), params
+
+    def count(self, user_id: str | None = None) -> int:
+        """Interactions stored for one user (0 if unknown), or for everyone."""
+        if user_id is None:
+            return int(self._one("SELECT count(*) FROM interactions")[0])
+        user_id = validate_user_id(user_id)
+        return int(self._one("SELECT count(*) FROM interactions WHERE user_id = ?", [user_id])[0])
+
+    def users(self) -> list[str]:
+        """Every user with at least one interaction or profile, sorted."""
+        rows = (
+            self._cursor()
+            .execute("SELECT user_id FROM interactions UNION SELECT user_id FROM profiles ORDER BY user_id")
+            .fetchall()
+        )
+        return [r[0] for r in rows]
+
+    def _known_user(self, user_id: str) -> str:
+        user_id = validate_user_id(user_id)
+        if self.count(user_id) == 0:
+            raise UnknownUserError(user_id)
+        return user_id
+
+    def search(
+        self,
+        user_id: str,
+        query: str | None = None,
+        *,
+        vector: np.ndarray | Sequence[float] | None = None,
+        k: int = 5,
+        before: datetime | float | None = None,
+        task: str | None = None,
+    ) -> list[SearchHit]:
+        """The user's `k` most similar interactions to `query` (or `vector`), best first.
+
+        Only this user's rows are searched (a per-user partition, not a filter after the fact); with
+        `before`, only rows strictly earlier; with `task`, only rows of that task. Returns exactly
+        `k` hits whenever that many rows are eligible.
+        """
+        user_id = validate_user_id(user_id)
+        k = validate_k(k)
+        if (query is None) == (vector is None):
+            raise InvalidInputError("query", query, "give exactly one of query or vector")
+        before_us = None if before is None else _micros(to_utc_naive(before, "before"))
+        if query is not None:
+            query = validate_text(query, "query", self.max_text_chars)
+        else:
+            vec = validate_vectors(vector, self.dim, 1, field="vector")
+        part = self._partition(user_id)
+        if len(part) == 0:
+            raise UnknownUserError(user_id)
+        if query is not None:
+            vec = self.embedder.encode([query])
+        hits = part.search(vec[0], k, before_us=before_us, task=task)
+        return [
+            SearchHit(interaction=_row_to_interaction(row), score=score, rank=rank)
+            for rank, (row, score) in enumerate(hits)
+        ]
+
+    # -- semantic memory ------------------------------------------------------------------------------
+
+    def set_profile(self, user_id: str, text: str, *, source_ids: Sequence[str] = ()) -> Profile:
+        """Store a new profile version for the user (versions count up from 1)."""
+        self._require_writable()
+        user_id = validate_user_id(user_id)
+        text = validate_text(text, "text", self.max_text_chars)
+        if isinstance(source_ids, str) or not all(isinstance(s, str) for s in source_ids):
+            raise InvalidInputError("source_ids", source_ids, "must be a sequence of interaction ids")
+        created = datetime.now(UTC).replace(tzinfo=None)
+        with self._write_lock:
+            cur = self._cursor()
+            version = (
+                int(
+                    cur.execute(
+                        "SELECT coalesce(max(version), 0) FROM profiles WHERE user_id = ?", [user_id]
+                    ).fetchall()[0][0]
+                )
+                + 1
+            )
+            cur.execute(
+                "INSERT INTO profiles VALUES (?, ?, ?, ?, ?)", [user_id, version, text, created, list(source_ids)]
+            )
+        return Profile(user_id=user_id, version=version, text=text, created_at=created, source_ids=tuple(source_ids))
+
+    def get_profile(self, user_id: str, version: int | None = None) -> Profile | None:
+        """The user's latest profile (or the given version); None if there is none."""
+        user_id = validate_user_id(user_id)
+        sql = "SELECT user_id, version, text, created_at, source_ids FROM profiles WHERE user_id = ?"
+        params: list[Any] = [user_id]
+        if version is not None:
+            sql += " AND version = ?"
+            params.append(validate_k(version, "version"))
+        row = self._one(sql + " ORDER BY version DESC LIMIT 1", params)
+        if row is None:
+            return None
+        return Profile(user_id=row[0], version=row[1], text=row[2], created_at=row[3], source_ids=tuple(row[4]))
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    def forget(self, user_id: str) -> ForgetReport:
+        """Remove every row, vector and profile of one user, in one transaction. Idempotent."""
+        self._require_writable()
+        user_id = validate_user_id(user_id)
+        with self._write_lock:
+            cur = self._cursor()
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                n_rows = cur.execute("DELETE FROM interactions WHERE user_id = ?", [user_id]).fetchall()[0][0]
+                n_profiles = cur.execute("DELETE FROM profiles WHERE user_id = ?", [user_id]).fetchall()[0][0]
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            self._index.drop(user_id)
+        return ForgetReport(user_id=user_id, interactions=int(n_rows), vectors=int(n_rows), profiles=int(n_profiles))
+
+    def rebuild_index(self, user_id: str | None = None) -> None:
+        """Drop cached FAISS partitions (one user's or all); they are rebuilt from DuckDB on next search."""
+        with self._write_lock:
+            self._index.drop(None if user_id is None else validate_user_id(user_id))

@@ -1,0 +1,90 @@
+"""The DuckDB schema and its in-code migrations.
+
+A database records the schema version it was migrated to. Opening one runs the missing migrations in
+one transaction; a database from a newer PersonaAgent is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+from persona_agent.errors import SchemaVersionError, StoreError
+
+Migration = Callable[[duckdb.DuckDBPyConnection, int], None]
+
+
+def _v1_memory(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    # No PRIMARY KEY on interactions: ids are random UUIDs made here, and an ART index would slow the
+    # Arrow bulk inserts the ingest path relies on. `seq` is a store-wide insertion counter that breaks
+    # ties between rows with the same timestamp.
+    con.execute(
+        f"""
+        CREATE TABLE interactions (
+            id VARCHAR NOT NULL,
+            seq BIGINT NOT NULL,
+            user_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            task VARCHAR,
+            query VARCHAR NOT NULL,
+            response VARCHAR NOT NULL,
+            metadata VARCHAR NOT NULL,
+            embedding FLOAT[{dim}] NOT NULL
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE profiles (
+            user_id VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            source_ids VARCHAR[] NOT NULL,
+            PRIMARY KEY (user_id, version)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_memory,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    rows = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, *, dim: int, embedder: str) -> None:
+    """Create or migrate the schema, and check the store was built with an embedder of this dimension."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)"
+        )
+        con.execute("CREATE TABLE IF NOT EXISTS store_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+        meta = dict(con.execute("SELECT key, value FROM store_meta").fetchall())
+        if "embedding_dim" in meta and int(meta["embedding_dim"]) != dim:
+            raise StoreError(
+                f"This store holds {meta['embedding_dim']}-d embeddings from {meta.get('embedder')!r}; the "
+                f"configured embedder {embedder!r} makes {dim}-d vectors. Use the same embedder, or a new store."
+            )
+        version = current_version(con)
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"The database is at schema version {version}; this PersonaAgent knows up to {SCHEMA_VERSION}. "
+                "Upgrade persona-agent to open it."
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[number - 1](con, dim)
+            con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [number])
+        if not meta:
+            con.executemany(
+                "INSERT INTO store_meta VALUES (?, ?)", [("embedding_dim", str(dim)), ("embedder", embedder)]
+            )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
