@@ -60,3 +60,24 @@ class ModelFileError(PersonaAgentError):
 
 class LocalRuntimeMissingError(PersonaAgentError, ImportError):
     """The in-process model needs the `local` extra (llama.cpp runtime and model parts), which is not installed."""
+
+
+class DatasetFormatError(InvalidInputError):
+    """A dataset file is malformed. Names the file, the record (index or id) and the field, so it can be fixed."""
+
+    def __init__(self, path: Any, record: Any, field: str, value: Any, reason: str) -> None:
+        super().__init__(field, value, reason)
+        self.path = str(path)
+        self.record = record
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        self.args = (f"{self.path}: record {record}: field {field!r}={shown}: {reason}",)
+
+
+class DataFileNotFoundError(PersonaAgentError, FileNotFoundError):
+    """A data file that a loader or builder needs does not exist; the message names the path to provide."""
+
+    def __init__(self, path: Any, hint: str = "") -> None:
+        self.path = str(path)
+        super().__init__(f"data file not found: {self.path}" + (f" ({hint})" if hint else ""))
