@@ -136,6 +136,10 @@ class MemoryStore:
         rows = self._cursor().execute(sql, params or []).fetchall()
         return rows[0] if rows else None
 
+    def __deepcopy__(self, memo: dict) -> MemoryStore:
+        """A store is a shared handle: copies of a program share it (DSPy deep-copies programs)."""
+        return self
+
     def close(self) -> None:
         if self._closed:
             return

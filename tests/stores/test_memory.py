@@ -151,7 +151,11 @@ def _snapshot(store: MemoryStore) -> tuple:
         (lambda s: s.add("alice", [{"query": "ok"}, {"query": "   "}]), InvalidInputError, "items[1].query"),
         (lambda s: s.add("alice", [{"query": "x" * 20_001}]), InvalidInputError, "items[0].query"),
         (lambda s: s.add("alice", [{"query": "q", "color": "red"}]), InvalidInputError, "items[0]"),
-        (lambda s: s.add("alice", [{"query": "q", "metadata": {"f": float("nan")}}]), InvalidInputError, "items[0].metadata"),
+        (
+            lambda s: s.add("alice", [{"query": "q", "metadata": {"f": float("nan")}}]),
+            InvalidInputError,
+            "items[0].metadata",
+        ),
         (lambda s: s.add("alice", [{"query": "q", "created_at": "yesterday"}]), InvalidInputError, "items[0]"),
         (lambda s: s.add("alice", {"query": "q"}), InvalidInputError, "items"),
         (lambda s: s.add("alice", [{"query": "q"}], embeddings=np.ones((1, 5))), EmbeddingDimensionError, "embeddings"),

@@ -1,0 +1,112 @@
+"""Semantic memory: `ProfileBuilder` summarises a user's episodic memory into a stable profile.
+
+Long histories are summarised map-reduce style: each chunk of records becomes a partial profile, and
+partials are merged a chunk at a time until one is left, so every prompt stays bounded whatever the
+history length; the result is held to a word limit. Each built profile is stored as a new version with the ids it was built from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+import dspy
+
+from persona_agent.errors import InvalidInputError
+from persona_agent.programs.steps import Predict, Steps, run_async, run_sync
+from persona_agent.signatures.profile import SummarizeProfile
+from persona_agent.stores.memory import MemoryStore
+from persona_agent.stores.records import Interaction, Profile
+
+
+def format_records(records: Sequence[Interaction], item_chars: int = 240) -> str:
+    lines = []
+    for r in records:
+        query = " ".join(r.query.split())[:item_chars]
+        lines.append(f"- {query} -> {' '.join(r.response.split())[:item_chars] or '(no response)'}")
+    return "\n".join(lines)
+
+
+def clamp_words(text: str, max_words: int) -> str:
+    """Cut to at most `max_words` words, at a sentence or line end when one is near."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text.strip()
+    cut = " ".join(words[:max_words])
+    end = max(cut.rfind(". "), cut.rfind(".\n"), cut.rfind("\n"))
+    return (cut[: end + 1] if end > len(cut) // 2 else cut).strip()
+
+
+class ProfileBuilder(dspy.Module):
+    """Summarise episodic records into a profile.
+
+    Args:
+        chunk_size: records per LM call (bounded prompts for long histories).
+        max_words: the profile's length limit, asked of the LM and enforced after.
+        max_records: only the latest this many records are summarised.
+    """
+
+    def __init__(self, *, chunk_size: int = 20, max_words: int = 120, max_records: int = 200) -> None:
+        super().__init__()
+        for name, value in (("chunk_size", chunk_size), ("max_words", max_words), ("max_records", max_records)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(name, value, "must be a positive integer")
+        self.chunk_size = chunk_size
+        self.max_words = max_words
+        self.max_records = max_records
+        self.summarize = dspy.Predict(SummarizeProfile)
+
+    def _summarize(self, records: str, existing: str) -> Steps:
+        out = yield Predict(
+            self.summarize, {"records": records, "existing_profile": existing, "max_words": self.max_words}
+        )
+        return clamp_words(re.sub(r"\n{3,}", "\n\n", out.profile), self.max_words)
+
+    def _steps(self, records: Sequence[Interaction], existing: str | None) -> Steps:
+        records = list(records)[-self.max_records :]
+        chunks = [records[i : i + self.chunk_size] for i in range(0, len(records), self.chunk_size)]
+        if len(chunks) == 1:  # short history: one call, merged straight into the existing profile
+            profile = yield from self._summarize(format_records(chunks[0]), existing or "none")
+            return dspy.Prediction(profile=profile, source_ids=[r.id for r in records])
+        # map: one partial profile per chunk; reduce: merge partials (chunk_size at a time) until one is left
+        partials = []
+        for chunk in chunks:
+            partials.append((yield from self._summarize(format_records(chunk), "none")))
+        while len(partials) > 1:
+            groups = [partials[i : i + self.chunk_size] for i in range(0, len(partials), self.chunk_size)]
+            last = len(groups) == 1
+            partials = []
+            for group in groups:
+                lines = "\n".join(f"- partial profile: {' '.join(p.split())}" for p in group)
+                partials.append((yield from self._summarize(lines, (existing or "none") if last else "none")))
+        return dspy.Prediction(profile=partials[0], source_ids=[r.id for r in records])
+
+    def forward(self, records: Sequence[Interaction], existing: str | None = None) -> dspy.Prediction:
+        if not records:
+            raise InvalidInputError("records", records, "a profile needs at least one record")
+        return run_sync(self._steps(records, existing))
+
+    async def aforward(self, records: Sequence[Interaction], existing: str | None = None) -> dspy.Prediction:
+        if not records:
+            raise InvalidInputError("records", records, "a profile needs at least one record")
+        return await run_async(self._steps(records, existing))
+
+    def build(
+        self, store: MemoryStore, user_id: str, *, before: datetime | float | None = None, task: str | None = None
+    ) -> Profile:
+        """Summarise the user's history (strictly before `before`) and store it as a new profile version."""
+        records = store.history(user_id, before=before, task=task)
+        out = self(records=records)
+        return store.set_profile(user_id, out.profile, source_ids=out.source_ids)
+
+    def needs_rebuild(self, store: MemoryStore, user_id: str, *, min_new: int = 10) -> bool:
+        """True when the user has no profile or at least `min_new` interactions arrived since the last one."""
+        profile = store.get_profile(user_id)
+        if profile is None:
+            return store.count(user_id) > 0
+        return store.count(user_id) - len(profile.source_ids) >= min_new
+
+    def maybe_rebuild(self, store: MemoryStore, user_id: str, *, min_new: int = 10) -> Profile | None:
+        """Rebuild the profile if enough new interactions arrived; returns the new profile or None."""
+        return self.build(store, user_id) if self.needs_rebuild(store, user_id, min_new=min_new) else None
