@@ -1,0 +1,84 @@
+"""Compile budgets: composable stop conditions checked before every LM step.
+
+A `Budget` is installed for a compile with `budget.guard(meter)`; the guard is called by the program
+step drivers before each predictor call (see `persona_agent.programs.steps`) and raises
+`BudgetExhaustedError` instead of making a call the budget does not allow. Steps are reserved under a lock,
+so parallel simulations never overrun the call budget. Token and time limits are checked against
+finished calls, so calls already in flight when a limit is reached may complete.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from persona_agent.errors import InvalidInputError, PersonaAgentError
+from persona_agent.usage import UsageMeter
+
+
+class BudgetExhaustedError(PersonaAgentError):
+    """A compile reached its budget; `reason` names the limit (e.g. 'max_lm_calls=40')."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"budget reached: {reason}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Limits for one compile; None means unlimited."""
+
+    max_lm_calls: int | None = None
+    max_tokens: int | None = None
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_lm_calls", "max_tokens", "max_seconds"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise InvalidInputError(name, value, "must be a positive number or None")
+
+    def guard(self, meter: UsageMeter) -> BudgetGuard:
+        return BudgetGuard(self, meter)
+
+
+class BudgetGuard:
+    """Called before each LM step; reserves the step or raises `BudgetExhaustedError`."""
+
+    def __init__(self, budget: Budget, meter: UsageMeter) -> None:
+        self.budget = budget
+        self.meter = meter
+        self.reserved = 0
+        self.exhausted: str | None = None  # the first limit reached, kept even if a caller swallows the error
+        self._started = time.perf_counter()
+        self._lock = threading.Lock()
+        self.conditions: list[Callable[[], str | None]] = [self._calls, self._tokens, self._seconds]
+
+    def _calls(self) -> str | None:
+        limit = self.budget.max_lm_calls
+        if limit is not None and max(self.reserved, self.meter.calls) + 1 > limit:
+            return f"max_lm_calls={limit}"
+        return None
+
+    def _tokens(self) -> str | None:
+        limit = self.budget.max_tokens
+        if limit is not None and self.meter.report().total_tokens >= limit:
+            return f"max_tokens={limit}"
+        return None
+
+    def _seconds(self) -> str | None:
+        limit = self.budget.max_seconds
+        if limit is not None and time.perf_counter() - self._started >= limit:
+            return f"max_seconds={limit}"
+        return None
+
+    def __call__(self) -> None:
+        with self._lock:
+            for condition in self.conditions:
+                reason = condition()
+                if reason is not None:
+                    self.exhausted = self.exhausted or reason
+                    raise BudgetExhaustedError(reason)
+            self.reserved += 1

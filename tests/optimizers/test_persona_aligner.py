@@ -1,0 +1,260 @@
+"""PersonaAligner with the scripted LM: the full loop, the untouched student, accept policies,
+skipping, budgets and their estimate, concurrency between users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import dspy
+import pytest
+
+from persona_agent.errors import InvalidInputError
+from persona_agent.optimizers import PersonaAligner, align_async, trainset_from_store
+from persona_agent.programs import PersonaAgent, init_persona
+from persona_agent.programs.persona import persona_sections
+from persona_agent.signatures import CategorizeArticle
+from persona_agent.testing import ScriptedLM
+
+REACT = "article, trajectory -> next_thought, next_tool_name, next_tool_args"
+ANSWER = "article, trajectory -> category"
+LOSS = "persona, request, simulated_response, ground_truth_response -> matches, critique"
+GRADIENT = "persona, losses -> gradient"
+UPDATE = "persona, gradient, max_chars -> new_persona"
+NEW_PERSONA = "## User profile\nWrites about museums, galleries and opera: culture & arts.\n\n## Agent instructions\nCheck memory first."
+
+
+def agent_for(store, user="alice", **kwargs) -> PersonaAgent:
+    return PersonaAgent(
+        CategorizeArticle,
+        user_id=user,
+        store=store,
+        persona=init_persona(user, "Writes about politics."),
+        allow_updates=False,
+        **kwargs,
+    )
+
+
+def script(answer="politics", *, new_persona=NEW_PERSONA, react_steps=None) -> dict:
+    def react(call):
+        if react_steps is not None:
+            return react_steps(call)
+        return {"next_thought": "check", "next_tool_name": "search_memory", "next_tool_args": {"query": "art"}}
+
+    def respond(call):
+        system = call.messages[0]["content"]
+        return {"category": "culture & arts" if "museums" in system else answer}
+
+    return {
+        REACT: react,
+        ANSWER: respond,
+        LOSS: {"matches": False, "critique": "The user files art stories under culture & arts."},
+        GRADIENT: {"gradient": "- add: the user covers museums and galleries (culture & arts)"},
+        UPDATE: {"new_persona": new_persona},
+    }
+
+
+def test_one_iteration_produces_a_new_persona_and_a_complete_trace(store):
+    student = agent_for(store)
+    before = {n: p.signature.instructions for n, p in student.named_predictors()}
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    assert [ex.category for ex in trainset] == ["culture & arts"] * 3
+    lm = ScriptedLM(script())
+    with dspy.context(lm=lm):
+        compiled = PersonaAligner(n=3, iterations=1).compile(student, trainset=trainset)
+    # the student is untouched
+    assert {n: p.signature.instructions for n, p in student.named_predictors()} == before
+    assert student.persona.version == 0 and not hasattr(student, "alignment_trace")
+    # the new persona
+    assert compiled.persona.version == 1 and compiled.persona.parent == 0 and compiled.persona.source == "aligned"
+    assert persona_sections(compiled.persona.text)["User profile"].startswith("Writes about museums")
+    assert compiled.react.signature.instructions.startswith(compiled.persona.text)
+    # the trace is complete and JSON-serialisable
+    trace = json.loads(json.dumps(compiled.alignment_trace))
+    (step,) = trace["iterations"]
+    assert step["persona"] == student.persona.text
+    assert len(step["examples"]) == 3 and step["metric"] == 0.0
+    assert {e["simulated"]["category"] for e in step["examples"]} == {"politics"}
+    assert all(e["critique"].startswith("The user files art") for e in step["examples"])
+    assert all(e["trajectory"][0]["tool"] == "search_memory" for e in step["examples"])
+    assert step["gradient"].startswith("- add") and step["accepted"] is True
+    assert trace["stop_reason"] == "completed" and trace["final_persona"]["version"] == 1
+    assert trace["usage"]["calls"] == len(lm.calls)
+
+
+def test_simulation_never_sees_the_example_itself(store):
+    seen = []
+
+    def react(call):
+        seen.append(call)
+        return {
+            "next_thought": "look",
+            "next_tool_name": "search_memory",
+            "next_tool_args": {"query": "opera house renovation", "k": 10},
+        }
+
+    lm = ScriptedLM(script(react_steps=react))
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=1)  # the opera house row
+    with dspy.context(lm=lm):
+        compiled = PersonaAligner(n=1).compile(agent_for(store, max_iters=1), trainset=trainset)
+    obs = compiled.alignment_trace["iterations"][0]["examples"][0]["trajectory"][0]["observation"]
+    assert "Gallery shows forgotten painters" in obs
+    assert "Opera house reopens" not in obs
+
+
+def test_estimate_matches_the_calls_made(store):
+    student = agent_for(store, max_iters=2)
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    for accept, iterations in (("always", 2), ("improve", 1)):
+        aligner = PersonaAligner(n=3, iterations=iterations, accept=accept)
+        lm = ScriptedLM(script(new_persona=NEW_PERSONA.replace("museums", "stadiums")))  # never fixes anything
+        with dspy.context(lm=lm):
+            compiled = aligner.compile(student, trainset=trainset)
+        estimate = aligner.estimate(trainset, student=student)
+        assert len(lm.calls) == estimate.max_lm_calls, (accept, estimate)
+        assert compiled.alignment_trace["estimate"]["max_lm_calls"] == estimate.max_lm_calls
+    # (3 examples x 3 agent steps + 3 losses + gradient + update) x 2 iterations
+    assert PersonaAligner(n=3, iterations=2).estimate(trainset, student=student).max_lm_calls == 2 * (9 + 3 + 2)
+
+
+def test_all_matching_batch_skips_gradient_and_update(store):
+    lm = ScriptedLM(script(answer="culture & arts"))
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = PersonaAligner(n=3, iterations=3).compile(agent_for(store), trainset=trainset)
+    trace = compiled.alignment_trace
+    assert trace["stop_reason"] == "all_match"
+    assert len(trace["iterations"]) == 1 and "gradient" not in trace["iterations"][0]
+    assert compiled.persona.version == 0
+    assert not any(c.spec.startswith(("persona, losses", "persona, gradient", "persona, request")) for c in lm.calls)
+
+
+def test_improve_keeps_the_old_persona_when_the_metric_falls(store):
+    student = agent_for(store)
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    valset = trainset[:2]
+
+    def respond(call):  # the candidate persona makes the agent worse on the valset
+        system = call.messages[0]["content"]
+        return {"category": "travel" if "stadiums" in system else "culture & arts" if call.index % 2 else "politics"}
+
+    bad = script(new_persona=NEW_PERSONA.replace("museums", "stadiums"))
+    bad[ANSWER] = respond
+    with dspy.context(lm=ScriptedLM(bad)):
+        compiled = PersonaAligner(n=3, accept="improve").compile(student, trainset=trainset, valset=valset)
+    step = compiled.alignment_trace["iterations"][0]
+    assert step["accepted"] is False and step["candidate_metric"] == 0.0
+    assert compiled.persona == student.persona
+
+
+def test_improve_takes_a_better_persona(store):
+    with dspy.context(lm=ScriptedLM(script())):
+        compiled = PersonaAligner(n=3, accept="improve").compile(
+            agent_for(store), trainset=trainset_from_store(store, "alice", CategorizeArticle, n=3)
+        )
+    step = compiled.alignment_trace["iterations"][0]
+    assert step["accepted"] is True and step["candidate_metric"] == 1.0 and step["metric"] == 0.0
+    assert compiled.persona.version == 1
+
+
+@pytest.mark.parametrize("limit", [1, 5, 12])
+def test_a_small_budget_stops_cleanly_within_it(store, limit):
+    lm = ScriptedLM(script())
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    student = agent_for(store)
+    with dspy.context(lm=lm):
+        compiled = PersonaAligner(n=3, max_lm_calls=limit, num_threads=3).compile(student, trainset=trainset)
+    assert len(lm.calls) <= limit
+    trace = compiled.alignment_trace
+    assert trace["stop_reason"] == f"budget: max_lm_calls={limit}"
+    assert compiled.persona == student.persona  # no update was reached: the persona so far
+    assert trace["usage"]["calls"] == len(lm.calls)
+
+
+def test_budget_large_enough_for_the_estimate_completes(store):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    student = agent_for(store)
+    aligner = PersonaAligner(n=3)
+    exact = aligner.estimate(trainset, student=student).max_lm_calls
+    with dspy.context(lm=ScriptedLM(script())):
+        compiled = PersonaAligner(n=3, max_lm_calls=exact).compile(student, trainset=trainset)
+    assert compiled.alignment_trace["stop_reason"] == "completed"
+
+
+def test_update_constraints(store):
+    aligner = PersonaAligner(max_persona_chars=800)
+    current = init_persona("alice", "Likes {topic} stories.").text
+    text, note = aligner.constrain(current, "Likes art.")
+    assert text is None and "topic" in note  # a template variable would be lost
+    text, note = aligner.constrain(current, "## User profile\nLikes {topic}. " + "Detail. " * 100)
+    assert len(text) <= 800 and "## Agent instructions" in text and "{topic}" in text
+    text, note = aligner.constrain(current, "```\nLikes {topic} and art.\n```")
+    assert persona_sections(text)["User profile"] == "Likes {topic} and art." and note.startswith("no headings")
+
+
+def test_two_users_compiled_concurrently_never_exchange_personas(store):
+    def answer(call):
+        system = call.messages[0]["content"]
+        return {"category": "sports" if "BOB" in system else "politics"}
+
+    def update(call):
+        owner = "BOB" if "BOB" in call.inputs["persona"] else "ALICE"
+        return {"new_persona": f"## User profile\n{owner} v2\n\n## Agent instructions\nbe brief"}
+
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answer,
+            LOSS: {"matches": False, "critique": "c"},
+            GRADIENT: lambda call: {"gradient": "g " + ("BOB" if "BOB" in call.inputs["persona"] else "ALICE")},
+            UPDATE: update,
+        }
+    )
+    results = {}
+
+    def run(user, marker):
+        student = PersonaAgent(
+            CategorizeArticle, user_id=user, store=store, persona=init_persona(user, marker), allow_updates=False
+        )
+        trainset = trainset_from_store(store, user, CategorizeArticle, n=3)
+        with dspy.context(lm=lm):
+            results[user] = PersonaAligner(n=3, iterations=2).compile(student, trainset=trainset)
+
+    threads = [threading.Thread(target=run, args=a) for a in (("alice", "ALICE v1"), ("bob", "BOB v1"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert "ALICE" in results["alice"].persona.text and "BOB" not in results["alice"].persona.text
+    assert "BOB" in results["bob"].persona.text and "ALICE" not in results["bob"].persona.text
+    for user, other in (("alice", "BOB"), ("bob", "ALICE")):
+        trace = json.dumps(results[user].alignment_trace)
+        assert other not in trace
+        assert results[user].alignment_trace["user_id"] == user
+
+
+def test_align_async_runs_off_the_event_loop(store):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+
+    async def main():
+        with dspy.context(lm=ScriptedLM(script())):
+            task = asyncio.create_task(align_async(PersonaAligner(n=3), agent_for(store), trainset=trainset))
+            ticks = 0
+            while not task.done():
+                ticks += 1
+                await asyncio.sleep(0.001)
+            return await task, ticks
+
+    compiled, ticks = asyncio.run(main())
+    assert compiled.persona.version == 1
+    assert ticks > 0  # the loop kept running while the compile worked
+
+
+def test_bad_configuration(store):
+    with pytest.raises(InvalidInputError, match="accept"):
+        PersonaAligner(accept="sometimes")
+    with pytest.raises(InvalidInputError, match="max_lm_calls"):
+        PersonaAligner(max_lm_calls=0)
+    with pytest.raises(InvalidInputError, match="trainset"):
+        PersonaAligner().compile(agent_for(store), trainset=[])

@@ -1,0 +1,95 @@
+"""GEPA and COPRO over the persona, with the scripted LM: same interface, same budget, personas out."""
+
+from __future__ import annotations
+
+import dspy
+import pytest
+
+from persona_agent.errors import InvalidInputError
+from persona_agent.optimizers import trainset_from_store
+from persona_agent.optimizers.strategies import COPROPersonaOptimizer, GEPAPersonaOptimizer, make_optimizer
+from persona_agent.signatures import CategorizeArticle
+from persona_agent.testing import ScriptedLM
+
+from .test_persona_aligner import ANSWER, LOSS, REACT, agent_for
+
+GOOD = "## User profile\nWrites about museums and opera.\n\n## Agent instructions\nCheck memory."
+
+
+def answers(call):
+    system = call.messages[0]["content"]
+    return {"category": "culture & arts" if "museums" in system else "politics"}
+
+
+def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answers,
+            LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
+            "*": {"text": f"```\n{GOOD}\n```"},  # GEPA's reflection prompt (a raw LM call)
+        }
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    optimizer = GEPAPersonaOptimizer(n=3, max_lm_calls=40, log_dir=tmp_path / "gepa-alice")
+    with dspy.context(lm=lm):
+        compiled = optimizer.compile(agent_for(store), trainset=trainset)
+    trace = compiled.alignment_trace
+    assert compiled.persona.text == GOOD and compiled.persona.version == 1
+    assert len(lm.calls) <= 40 and trace["usage"]["calls"] == len(lm.calls)
+    assert trace["strategy"] == "gepa" and (tmp_path / "gepa-alice").is_dir()
+    assert max(trace["val_scores"]) == 1.0
+
+
+def test_gepa_stops_at_a_small_budget(store):
+    lm = ScriptedLM({REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}}, ANSWER: answers})
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=4).compile(agent_for(store), trainset=trainset)
+    assert len(lm.calls) <= 4
+    assert compiled.alignment_trace["stop_reason"] == "budget: max_lm_calls=4"
+    assert compiled.persona.version == 0
+
+
+def test_copro_searches_personas_by_score(store):
+    proposals = {
+        "basic_instruction -> proposed_instruction, proposed_prefix_for_output_field": {
+            "proposed_instruction": GOOD,
+            "proposed_prefix_for_output_field": "Category:",
+        },
+        "*": {"proposed_instruction": GOOD, "proposed_prefix_for_output_field": "Category:"},
+    }
+    lm = ScriptedLM(
+        {REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}}, ANSWER: answers, **proposals}
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert compiled.persona.text == GOOD
+    assert compiled.alignment_trace["strategy"] == "copro"
+    assert len(lm.calls) <= 30
+
+
+def test_make_optimizer():
+    assert isinstance(make_optimizer("gepa", max_lm_calls=10), GEPAPersonaOptimizer)
+    with pytest.raises(InvalidInputError, match="strategy"):
+        make_optimizer("mipro")
+
+
+def test_copro_budget_is_recorded_even_when_evaluate_swallows_it(store):
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answers,
+            "*": {"proposed_instruction": GOOD, "proposed_prefix_for_output_field": "Category:"},
+        }
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=6).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert len(lm.calls) <= 6
+    assert compiled.alignment_trace["stop_reason"] == "budget: max_lm_calls=5"
