@@ -76,7 +76,14 @@ class UserPartition:
             if k == 0:
                 return []
             params = faiss.SearchParameters(sel=selector) if selector is not None else None
-            scores, positions = self.index.search(vector.reshape(1, -1), k, params=params)
+            # One query is fastest on one OpenMP thread (threads only add sync cost, and under load they
+            # spin). The setting is per calling thread and shared with torch, so restore it at once.
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                scores, positions = self.index.search(vector.reshape(1, -1), k, params=params)
+            finally:
+                faiss.omp_set_num_threads(threads)
             return [(self.rows[p], float(s)) for p, s in zip(positions[0], scores[0], strict=True) if p >= 0]
 
 

@@ -247,3 +247,13 @@ def test_threads_write_and_search_concurrently(store):
         t.join()
     assert not errors, errors
     assert [store.count(u) for u in users] == [80] * 4
+
+
+def test_search_leaves_torch_threads_alone(store):
+    """FAISS and torch share one OpenMP setting: a search must not leave the encoder on one thread."""
+    import torch
+
+    add_films(store, "alice")
+    before = torch.get_num_threads()
+    store.search("alice", "space", k=3)
+    assert torch.get_num_threads() == before

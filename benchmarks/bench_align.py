@@ -1,0 +1,267 @@
+"""Persona alignment on real users: PersonaAligner vs GEPA vs COPRO at the same LM budget.
+
+For each user (LaMP-2N-style HuffPost authors with the longest histories), memory holds only the
+articles before the user's first query; the initial persona comes from a profile summarised from
+that memory; the alignment batch is the n articles just before the first query; the held-out set is
+the user's next queries. We report exact-match accuracy on the batch and on the held-out queries,
+before and after each strategy's compile, with LM calls, tokens and seconds.
+
+    python benchmarks/bench_align.py --users 10 [--lm local] [--strategies persona_aligner gepa copro]
+
+Results are appended per (user, strategy) to benchmarks/results/bench_align.jsonl as they finish, so an
+interrupted run resumes where it stopped; the JSON summary and Markdown table are rebuilt each time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dspy
+
+from persona_agent.config import Settings
+from persona_agent.evaluation import build_huffpost_categories
+from persona_agent.lm import adapter_for, make_lm
+from persona_agent.optimizers import PersonaAligner, exact_match
+from persona_agent.optimizers.strategies import make_optimizer
+from persona_agent.optimizers.trainset import AS_OF
+from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
+from persona_agent.signatures import CategorizeArticle
+from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
+from persona_agent.usage import track_usage
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def example(item: Any) -> dspy.Example:
+    return dspy.Example(article=item.input, category=item.output, **{AS_OF: item.timestamp}).with_inputs("article")
+
+
+def evaluate(agent: PersonaAgent, examples: list[dspy.Example]) -> dict[str, Any]:
+    with track_usage() as usage:
+        preds = []
+        for ex in examples:
+            try:
+                pred = agent(article=ex.article, as_of=ex[AS_OF])
+                preds.append({"prediction": pred.category, "gold": ex.category, "score": exact_match(ex, pred)})
+            except (ValueError, dspy.utils.exceptions.AdapterParseError) as exc:  # a failed example scores 0
+                preds.append({"prediction": None, "gold": ex.category, "score": 0.0, "error": str(exc)[:200]})
+    report = usage.report()
+    return {
+        "accuracy": statistics.fmean(p["score"] for p in preds) if preds else None,
+        "predictions": preds,
+        "usage": {"calls": report.calls, "tokens": report.total_tokens, "seconds": round(report.seconds, 1)},
+    }
+
+
+def gradient_of(trace: dict) -> str | None:
+    steps = trace.get("iterations") or []
+    return next((s.get("gradient") for s in steps if s.get("gradient")), None)
+
+
+def load_done(path: Path) -> dict[tuple[str, str], dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[(rec["user_id"], rec["strategy"])] = rec
+    return done
+
+
+def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
+    by_strategy: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec["strategy"] != "initial":
+            by_strategy.setdefault(rec["strategy"], []).append(rec)
+    base = {r["user_id"]: r for r in records if r["strategy"] == "initial"}
+    rows, table = {}, []
+    for strategy, recs in sorted(by_strategy.items()):
+        users = [r["user_id"] for r in recs if r["user_id"] in base]
+        if not users:
+            continue
+
+        def mean(values):
+            values = [v for v in values if v is not None]
+            return round(statistics.fmean(values), 3) if values else None
+
+        row = {
+            "users": len(users),
+            "batch_before": mean(base[u]["batch"]["accuracy"] for u in users),
+            "batch_after": mean(r["batch_after"]["accuracy"] for r in recs),
+            "heldout_before": mean(base[u]["heldout"]["accuracy"] for u in users),
+            "heldout_after": mean(r["heldout_after"]["accuracy"] for r in recs),
+            "compile_calls": mean(r["compile"]["usage"]["calls"] for r in recs),
+            "compile_tokens": mean(r["compile"]["usage"]["total_tokens"] for r in recs),
+            "compile_seconds": mean(r["compile"]["usage"]["seconds"] for r in recs),
+            "persona_changed": sum(r["persona_after"] != r["persona_before"] for r in recs),
+            "stopped_by_budget": sum(str(r["compile"]["stop_reason"]).startswith("budget") for r in recs),
+        }
+        rows[strategy] = row
+        table.append(
+            f"| {strategy} | {row['users']} | {row['batch_before']} | {row['batch_after']} | {row['heldout_before']} "
+            f"| {row['heldout_after']} | {row['compile_calls']} | {row['compile_tokens']} | {row['compile_seconds']} "
+            f"| {row['persona_changed']} | {row['stopped_by_budget']} |"
+        )
+    md = "\n".join(
+        [
+            f"# Persona alignment on real users ({meta['task']}, LM `{meta['lm']}`)",
+            "",
+            f"Budget per compile: {meta['budget']} LM calls (the PersonaAligner's estimate). Held-out: the user's "
+            f"next {meta['heldout']} queries. Accuracy is exact match; calls/tokens/seconds are per compile (means).",
+            "",
+            "| strategy | users | batch before | batch after | held-out before | held-out after | calls | tokens "
+            "| seconds | persona changed | stopped by budget |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *table,
+            "",
+            f"Command: `{meta['command']}`",
+        ]
+    )
+    return rows, md
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--lm", default="local")
+    parser.add_argument("--strategies", nargs="+", default=["persona_aligner", "gepa", "copro"])
+    parser.add_argument("--n", type=int, default=3)
+    parser.add_argument("--heldout", type=int, default=2)
+    parser.add_argument("--max-iters", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_align.json")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".persona_agent" / "bench_align")
+    args = parser.parse_args()
+
+    jsonl = args.out.with_suffix(".jsonl")
+    done = load_done(jsonl)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=args.workdir)
+    lm = make_lm(args.lm, settings=settings)
+    embedder = SentenceTransformerEmbedder()
+    dataset = build_huffpost_categories(args.data)
+    users = sorted(dataset.users, key=lambda u: (-len(u.history), u.user_id))[: args.users]
+    command = (
+        f"python benchmarks/bench_align.py --users {args.users} --lm {args.lm} --strategies "
+        f"{' '.join(args.strategies)} --n {args.n} --heldout {args.heldout} --max-iters {args.max_iters}"
+    )
+    meta = {
+        "task": "LaMP-2N (HuffPost authors)",
+        "lm": args.lm,
+        "heldout": args.heldout,
+        "command": command,
+        "budget": None,
+    }
+    started = time.perf_counter()
+    with dspy.context(lm=lm, adapter=adapter_for(lm)):
+        for number, user in enumerate(users, 1):
+            first = user.queries[0]
+            memory = user.profile_before(first)
+            db = args.workdir / f"{user.user_id}.duckdb"
+            with MemoryStore(db, embedder=embedder, settings=settings) as store:
+                if store.count(user.user_id) == 0:
+                    store.add(
+                        user.user_id,
+                        [{"query": i.input, "response": i.output, "created_at": i.timestamp} for i in memory],
+                    )
+                trainset = [example(i) for i in user.first_alignment_batch(args.n)]
+                heldout = [example(q) for q in user.queries[: args.heldout]]
+                base = done.get((user.user_id, "initial"))
+                if base is None:
+                    with track_usage() as usage:
+                        profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
+                            store, user.user_id, before=first.timestamp
+                        )
+                    persona = init_persona(user.user_id, profile.text)
+                    agent = PersonaAgent(
+                        CategorizeArticle,
+                        user_id=user.user_id,
+                        store=store,
+                        persona=persona,
+                        max_iters=args.max_iters,
+                        allow_updates=False,
+                    )
+                    base = {
+                        "user_id": user.user_id,
+                        "strategy": "initial",
+                        "history": len(memory),
+                        "profile": profile.text,
+                        "profile_usage": usage.report().as_dict(),
+                        "persona": persona.text,
+                        "batch": evaluate(agent, trainset),
+                        "heldout": evaluate(agent, heldout),
+                    }
+                    with jsonl.open("a") as f:
+                        f.write(json.dumps(base, default=str) + "\n")
+                    done[(user.user_id, "initial")] = base
+                persona = init_persona(user.user_id, base["profile"])
+                agent = PersonaAgent(
+                    CategorizeArticle,
+                    user_id=user.user_id,
+                    store=store,
+                    persona=persona,
+                    max_iters=args.max_iters,
+                    allow_updates=False,
+                )
+                budget = PersonaAligner(n=args.n).estimate(trainset, student=agent).max_lm_calls
+                meta["budget"] = budget
+                for strategy in args.strategies:
+                    if (user.user_id, strategy) in done:
+                        continue
+                    options: dict[str, Any] = {"n": args.n, "max_lm_calls": budget, "metric": exact_match}
+                    if strategy == "copro":
+                        options.update(breadth=2, depth=1)
+                    if strategy == "gepa":
+                        options["log_dir"] = args.workdir / f"gepa-{user.user_id}-{datetime.now():%Y%m%d%H%M%S}"
+                    compiled = make_optimizer(strategy, **options).compile(agent, trainset=trainset)
+                    trace = compiled.alignment_trace
+                    rec = {
+                        "user_id": user.user_id,
+                        "strategy": strategy,
+                        "persona_before": persona.text,
+                        "persona_after": compiled.persona.text,
+                        "gradient": gradient_of(trace),
+                        "compile": {"usage": trace["usage"], "stop_reason": trace["stop_reason"]},
+                        "batch_after": evaluate(compiled, trainset),
+                        "heldout_after": evaluate(compiled, heldout),
+                    }
+                    with jsonl.open("a") as f:
+                        f.write(json.dumps(rec, default=str) + "\n")
+                    done[(user.user_id, strategy)] = rec
+                    print(
+                        f"[{number}/{len(users)}] {user.user_id} {strategy}: "
+                        f"held-out {base['heldout']['accuracy']} -> {rec['heldout_after']['accuracy']}",
+                        flush=True,
+                    )
+            rows, md = summarize(list(done.values()), meta)
+            args.out.write_text(
+                json.dumps(
+                    {
+                        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                        "meta": meta,
+                        "summary": rows,
+                        "wall_seconds_this_run": round(time.perf_counter() - started, 1),
+                    },
+                    indent=2,
+                )
+                + "\n"
+            )
+            args.out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
