@@ -4,7 +4,8 @@ A `Budget` is installed for a compile with `budget.guard(meter)`; the guard is c
 step drivers before each predictor call (see `persona_agent.programs.steps`) and raises
 `BudgetExhaustedError` instead of making a call the budget does not allow. Steps are reserved under a lock,
 so parallel simulations never overrun the call budget. Token and time limits are checked against
-finished calls, so calls already in flight when a limit is reached may complete.
+finished calls, so calls already in flight when a limit is reached may complete. Calls answered by
+DSPy's response cache are not charged.
 """
 
 from __future__ import annotations
@@ -56,9 +57,14 @@ class BudgetGuard:
         self._lock = threading.Lock()
         self.conditions: list[Callable[[], str | None]] = [self._calls, self._tokens, self._seconds]
 
+    def spent_calls(self) -> int:
+        """LM calls charged so far: every reserved or finished call, less those the response cache
+        answered (they cost nothing, so a strategy that re-evaluates a candidate is not charged twice)."""
+        return max(self.reserved, self.meter.calls) - self.meter.report().cache_hits
+
     def _calls(self) -> str | None:
         limit = self.budget.max_lm_calls
-        if limit is not None and max(self.reserved, self.meter.calls) + 1 > limit:
+        if limit is not None and self.spent_calls() + 1 > limit:
             return f"max_lm_calls={limit}"
         return None
 
