@@ -25,6 +25,7 @@ from dspy.teleprompt import Teleprompter
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, BudgetGuard
 from persona_agent.optimizers.persona_aligner import Metric, PersonaAligner, _jsonable
+from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import STEP_GUARD
@@ -226,7 +227,11 @@ class COPROPersonaOptimizer(Teleprompter):
         metric = self.base._metric_for(student)
         if metric is None:
             raise InvalidInputError("metric", None, "COPRO needs a metric for this free-text task")
-        batch = list(trainset)[-self.base.n :]
+        # DSPy's Evaluate calls the program with `example.inputs()` only: make the cut-off an input, or
+        # the simulation would search all of memory, the example itself included.
+        batch = [
+            ex.with_inputs(*ex.inputs().keys(), AS_OF) if AS_OF in ex else ex for ex in list(trainset)[-self.base.n :]
+        ]
         persona = student.persona or init_persona(student.user_id)
         started = time.perf_counter()
         reason = "completed"

@@ -93,3 +93,26 @@ def test_copro_budget_is_recorded_even_when_evaluate_swallows_it(store):
         )
     assert len(lm.calls) <= 6
     assert compiled.alignment_trace["stop_reason"] == "budget: max_lm_calls=5"
+
+
+def test_copro_simulations_keep_the_time_cutoff(store):
+    """COPRO scores through DSPy's Evaluate, which passes only example inputs: the cut-off must be one."""
+    seen = []
+
+    def react(call):
+        seen.append(call.inputs["trajectory"])
+        return {"next_thought": "t", "next_tool_name": "search_memory", "next_tool_args": {"query": "opera", "k": 10}}
+
+    def answer(call):
+        seen.append(call.inputs["trajectory"])
+        return {"category": "politics"}
+
+    lm = ScriptedLM(
+        {REACT: react, ANSWER: answer, "*": {"proposed_instruction": GOOD, "proposed_prefix_for_output_field": "C:"}}
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=1)  # the opera house row
+    with dspy.context(lm=lm):
+        COPROPersonaOptimizer(n=1, breadth=2, depth=1).compile(agent_for(store, max_iters=1), trainset=trainset)
+    observed = "\n".join(seen)
+    assert "Gallery shows forgotten painters" in observed
+    assert "Opera house reopens" not in observed
