@@ -81,3 +81,46 @@ class DataFileNotFoundError(PersonaAgentError, FileNotFoundError):
     def __init__(self, path: Any, hint: str = "") -> None:
         self.path = str(path)
         super().__init__(f"data file not found: {self.path}" + (f" ({hint})" if hint else ""))
+
+
+class EvalRunMismatchError(PersonaAgentError, ValueError):
+    """An evaluation run folder holds results of a different configuration; resuming would mix them."""
+
+
+class EvalAbortedError(PersonaAgentError):
+    """An evaluation run stopped because too many examples in a row failed (a systemic failure, not noise)."""
+
+
+class EvalLogError(PersonaAgentError):
+    """An evaluation results log is damaged somewhere other than a torn last line; the message names the line."""
+
+
+class PersonaNotFoundError(PersonaAgentError, LookupError):
+    """A user has no persona version matching the request (no versions at all, or not this version/alias)."""
+
+    def __init__(self, user_id: str, version: Any = None) -> None:
+        self.user_id = user_id
+        self.version = version
+        what = "no persona versions" if version is None else f"no persona version {version!r}"
+        super().__init__(f"user {user_id!r} has {what}")
+
+
+class VersionConflictError(PersonaAgentError):
+    """The live persona changed since the caller read it (optimistic locking): re-read and retry."""
+
+    def __init__(self, user_id: str, expected: int | None, actual: int | None) -> None:
+        self.user_id = user_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"the live persona of {user_id!r} is at revision {actual}, not {expected}: someone changed it; "
+            "read it again and retry"
+        )
+
+
+class ProgramFormatError(PersonaAgentError, ValueError):
+    """A saved program cannot be loaded (unknown or newer format, unknown signature); the message says what to do."""
+
+
+class TrackingError(PersonaAgentError):
+    """MLflow could not record or return what was asked (server unreachable, run or model missing)."""

@@ -6,6 +6,12 @@
 - `loaders`: LaMP's official question/output files and OPPU's per-user files (and a LaMP writer).
 - `huffpost`, `movielens`, `amazon`: builders from the real data in `../shared/data` (see its SOURCES.md).
 - `metrics`, `intervals`: LaMP's official metrics and seeded bootstrap intervals.
+
+The runner is imported from its modules, not re-exported here (it loads DSPy and the models' stack):
+- `plan`: task set-ups, the compared methods (baselines, ablations, alignment strategies, no-LM floors)
+  and the paper's figures; `floors`: the no-LM floors; `moviekb`: the LaMP-2M knowledge base.
+- `runner`: `RunConfig`, `run_evaluation` (resumable: `persist`'s results log and per-user state cache).
+- `report`: results JSON, Markdown table and PNG chart from a run's log; `cli`: `persona-agent eval`.
 """
 
 from persona_agent.evaluation.amazon import build_amazon_ratings

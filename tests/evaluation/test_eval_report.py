@@ -1,0 +1,97 @@
+"""The report: a Markdown table with our numbers and the paper's, a PNG chart, both rebuilt from the log alone
+(by `persona-agent eval report` too), with bootstrap intervals equal to the reference implementation."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from persona_agent.evaluation.cli import eval_app
+from persona_agent.evaluation.intervals import bootstrap_interval
+from persona_agent.evaluation.metrics import metric_function
+from persona_agent.evaluation.report import N_RESAMPLES, score_with_intervals, write_report
+from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
+
+
+def test_markdown_table_holds_our_numbers_and_the_papers(full_run):
+    results = json.loads(full_run.result.results.read_text())
+    markdown = full_run.result.markdown.read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown.splitlines() if line.startswith("| ")}
+    majority = next(s for s in results["summary"] if s["method"] == "majority")
+    interval = majority["metrics"]["accuracy"]
+    assert rows["user majority label (floor)"].startswith(
+        f"| user majority label (floor) | 0.600 [{interval['low']:.3f}, {interval['high']:.3f}] |"
+    )
+    assert "| nearest profile item (floor) | 0.800 [" in markdown
+    # the paper's figures sit beside ours: PersonaAgent 0.796 / 0.532, ReAct 0.639, no paper F1 for ReAct
+    assert " | 0.796 | 0.532 | 2 | 5 | 0 | " in rows["PersonaAgent"]
+    assert " | 0.639 | — | 2 | 5 | 0 | 3.0 | " in rows["ReAct"]
+    aligned = next(s for s in results["summary"] if s["method"] == "persona_agent")["alignment_per_user"]
+    assert rows["PersonaAgent"].endswith(f" | {aligned['calls']:.1f} | {aligned['seconds']:.1f} |")
+    assert rows["ReAct"].endswith(" | — | — |")
+    assert results["command"] in markdown and results["report_command"] in markdown
+    assert results["command"].startswith("persona-agent eval run --task lamp2n --users 5 --queries 3 --methods all")
+    assert "Status: complete; 75 examples, 0 failed" in markdown
+
+
+def test_chart_is_a_png_that_records_its_command(full_run):
+    results = json.loads(full_run.result.results.read_text())
+    with Image.open(full_run.result.chart) as image:
+        assert image.format == "PNG" and image.size[0] > 500 and image.size[1] > 500
+        assert image.info["Description"] == results["command"]
+
+
+def test_report_command_rebuilds_the_same_files_from_the_log(full_run):
+    run_dir = full_run.result.run_dir
+    before = full_run.result.results.read_bytes(), full_run.result.markdown.read_bytes()
+    for name in ("results.json", "results.md", "results.png"):
+        (run_dir / name).unlink()
+    outcome = CliRunner().invoke(eval_app, ["report", str(run_dir)])
+    assert outcome.exit_code == 0, outcome.output
+    assert "LaMP-2N" in outcome.output and (run_dir / "results.png").is_file()
+    assert (full_run.result.results.read_bytes(), full_run.result.markdown.read_bytes()) == before
+
+
+def test_partial_runs_say_so(full_run, tmp_path):
+    run_dir = tmp_path / "partial"
+    run_dir.mkdir()
+    lines = full_run.result.log.read_text().splitlines()
+    kept = [line for line in lines if '"method": "persona_agent+copro"' not in line or '"user_id": "alice"' in line]
+    (run_dir / "predictions.jsonl").write_text("\n".join(kept) + "\n")
+    write_report(run_dir)
+    markdown = (run_dir / "results.md").read_text()
+    assert "| PersonaAgent + COPRO | " in markdown and " | 1 | 3 of 5 | 0 | " in markdown
+    assert "PARTIAL" in markdown and json.loads((run_dir / "results.json").read_text())["complete"] is False
+
+
+def test_report_errors_without_a_log(tmp_path):
+    outcome = CliRunner().invoke(eval_app, ["report", str(tmp_path)])
+    assert outcome.exit_code == 1 and "no run metadata" in outcome.output
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_vectorized_intervals_equal_the_reference_bootstrap(seed):
+    rng = random.Random(seed)
+    golds = [rng.choice(NEWS_CATEGORIES[:6]) for _ in range(40)]
+    preds = [g if rng.random() < 0.6 else rng.choice([*NEWS_CATEGORIES[:8], "weather"]) for g in golds]
+    ours = score_with_intervals(LAMP_2N, preds, golds, seed)
+    for name in ("accuracy", "f1"):
+        ref = bootstrap_interval(metric_function(LAMP_2N, name), preds, golds, n_resamples=N_RESAMPLES, seed=seed)
+        assert np.allclose(
+            [ours[name]["estimate"], ours[name]["low"], ours[name]["high"]], [ref.estimate, ref.low, ref.high]
+        )
+    ratings_gold = [str(rng.randint(1, 5)) for _ in range(30)]
+    ratings_pred = [str(rng.randint(1, 5)) if rng.random() < 0.9 else "five" for _ in range(30)]
+    ours = score_with_intervals(LAMP_3, ratings_pred, ratings_gold, seed)
+    for name in ("MAE", "RMSE"):
+        ref = bootstrap_interval(
+            metric_function(LAMP_3, name), ratings_pred, ratings_gold, n_resamples=N_RESAMPLES, seed=seed
+        )
+        assert np.allclose(
+            [ours[name]["estimate"], ours[name]["low"], ours[name]["high"]], [ref.estimate, ref.low, ref.high]
+        )

@@ -1,0 +1,222 @@
+"""The runner end to end with a scripted LM: every method answers, the floors are right, nothing from a
+query's future (or its own time) reaches any prompt, failures are rows, and a resumed run equals a whole one."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from persona_agent.errors import EvalAbortedError, EvalRunMismatchError
+from persona_agent.evaluation.plan import METHOD_SPECS
+from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
+from persona_agent.testing import ScriptedLM
+
+from .conftest import FAST, run_all
+from .runner_fixtures import (
+    EXPECTED_MAJORITY,
+    EXPECTED_NEAREST,
+    PROFILE,
+    WordsEmbedder,
+    call_text,
+    markers,
+    news_dataset,
+    news_lm,
+    ratings_dataset,
+)
+
+ORDER = {
+    f"zq{u}{i}": (user, order)
+    for user, u, rows in (
+        ("alice", 0, [0, 1, 2, 3, 4, 5, 5, 6, 7]),
+        ("bob", 1, [0, 1, 2, 3, 4, 5]),
+    )
+    for i, order in enumerate(rows)
+}
+FIRST_QUERY = {"alice": 5, "bob": 4}
+SIMULTANEOUS = "zq05"  # alice's item on the day of her first query
+
+
+def _results(run) -> dict:
+    return json.loads(run.result.results.read_text())
+
+
+def test_every_method_answers_every_query(full_run):
+    results = _results(full_run)
+    by_method = Counter(p["method"] for p in results["predictions"])
+    assert by_method == {spec.name: 5 for spec in METHOD_SPECS}
+    assert results["complete"] and results["totals"]["errors"] == 0
+    for p in results["predictions"]:
+        assert p["prediction"] is not None and p["gold"] and p["error"] is None
+    stages = Counter(r["stage"] for r in results["setup"])
+    assert stages == {"profile": 2, "align:persona_aligner": 2, "align:gepa": 2, "align:copro": 2}
+    aligner = [r for r in results["setup"] if r["stage"] == "align:persona_aligner"]
+    assert all(r["persona_version"] == 1 and r["calls"] > 0 for r in aligner)  # the scripted update was taken
+    summary = {s["method"]: s for s in results["summary"]}
+    assert summary["react"]["per_sample"]["calls"] == 3  # search, finish, answer
+    assert summary["persona_agent"]["alignment_per_user"]["users"] == 2
+    assert summary["rag"]["per_sample"]["tokens"] > summary["non_personalized"]["per_sample"]["tokens"]
+
+
+def test_floors_match_hand_computed_labels(full_run):
+    results = _results(full_run)
+    rows = {m: [p for p in results["predictions"] if p["method"] == m] for m in ("majority", "nearest")}
+    assert [p["prediction"] for p in rows["majority"]] == EXPECTED_MAJORITY
+    assert [p["prediction"] for p in rows["nearest"]] == EXPECTED_NEAREST
+    summary = {s["method"]: s["metrics"]["accuracy"]["estimate"] for s in results["summary"]}
+    assert summary["majority"] == pytest.approx(3 / 5) and summary["nearest"] == pytest.approx(4 / 5)
+    assert all(p["calls"] == 0 for r in rows.values() for p in r)
+
+
+def test_memory_holds_only_items_before_the_first_query():
+    for user in news_dataset().users:
+        held = memory_items(user)
+        assert held and all(it.order < user.queries[0].order for it in held)
+        assert SIMULTANEOUS not in {it.id for it in held}
+
+
+def test_no_prompt_shows_an_item_from_the_future_of_what_it_answers(full_run):
+    """Every marker in a prompt belongs to the same user and is strictly earlier than the item being answered
+    (a query, or an alignment item being simulated or critiqued); set-up prompts (profile, gradient, update,
+    reflection, proposals) show only items before the user's first query."""
+    seen_past = Counter()
+    for call in full_run.lm.calls:
+        shown = markers(call_text(call))
+        assert SIMULTANEOUS not in shown
+        current_text = call.inputs.get("article") or call.inputs.get("request") or ""
+        current = markers(current_text)
+        assert len(current) <= 1
+        if current:
+            (item,) = current
+            user, order = ORDER[item]
+            for other in shown - current:
+                assert ORDER[other][0] == user, (item, other)
+                assert ORDER[other][1] < order, f"{other} shown while answering {item}"
+                seen_past[item] += 1
+        else:
+            users = {ORDER[m][0] for m in shown}
+            assert len(users) <= 1
+            for other in shown:
+                assert ORDER[other][1] < FIRST_QUERY[ORDER[other][0]], f"{other} in a set-up prompt"
+    # not vacuous: every query was answered with some of its user's past in view
+    assert {q for q in seen_past if ORDER[q][1] >= FIRST_QUERY[ORDER[q][0]]} == {
+        "zq06",
+        "zq07",
+        "zq08",
+        "zq14",
+        "zq15",
+    }
+
+
+def test_resume_after_an_interruption_gives_the_same_results(tmp_path, monkeypatch):
+    """The same command run whole (users in parallel) and run interrupted-then-resumed (one worker) gives the
+    same results file, up to wall-clock seconds; the resume reuses the cached profile and persona."""
+
+    class InterruptedRunError(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_32(row):
+        seen.append(row)
+        if sum(r["kind"] == "prediction" for r in seen) == 32:  # alice, mid-way through the ablations
+            raise InterruptedRunError
+
+    out = Path("results")  # the same relative --out in both folders, so the recorded commands are equal
+    monkeypatch.chdir((tmp_path / "whole").mkdir() or tmp_path / "whole")
+    _, whole = run_all(out)
+    monkeypatch.chdir((tmp_path / "resumed").mkdir() or tmp_path / "resumed")
+    with pytest.raises(InterruptedRunError):
+        run_all(out, workers=1, after_row=stop_after_32)
+    log = next(Path().rglob("predictions.jsonl"))
+    assert sum('"kind": "prediction"' in line for line in log.read_text().splitlines()) == 32
+    with log.open("a") as handle:
+        handle.write('{"kind": "prediction", "method": "no_ac')  # a torn last line, as a crash leaves it
+
+    lm, resumed = run_all(out, workers=1)
+    assert resumed.rows_written == 75 - 32 and resumed.rows_skipped == 32
+    # alice's profile came from the state cache, not from a new LM call
+    profile_calls = [c for c in lm.calls if c.spec == PROFILE]
+    assert [markers(call_text(c)) & {"zq00", "zq10"} for c in profile_calls] == [{"zq10"}]
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    expected = json.loads((tmp_path / "whole" / whole.results).read_text())
+    got = json.loads(resumed.results.read_text())
+    assert len(got["predictions"]) == 75 and strip(got) == strip(expected)
+
+
+def test_a_run_folder_refuses_another_configuration(full_run):
+    config = RunConfig(task="lamp2n", users=5, queries=3, methods="floors", seed=1, lm="scripted/lm", **FAST)
+    config = RunConfig(**{**config.as_dict(), "out": full_run.out, "run_name": "scripted-lm-5u-3q-seed0"})
+    with pytest.raises(EvalRunMismatchError, match="identity"):
+        run_evaluation(config, dataset=news_dataset(), embedder=WordsEmbedder(), progress=False)
+
+
+def test_failures_are_rows_retried_on_request_and_a_streak_aborts(tmp_path):
+    config = RunConfig(task="lamp2n", users=5, queries=3, methods="non_personalized", lm="scripted/lm", out=tmp_path)
+    broken = ScriptedLM({"article -> category": {"category": "weather"}})  # off-list: the adapter cannot parse it
+    first = run_evaluation(config, dataset=news_dataset(), lm=broken, progress=False)
+    assert first.errors == 5
+    rows = json.loads(first.results.read_text())["predictions"]
+    assert all(r["prediction"] is None and r["error"].startswith("AdapterParseError") for r in rows)
+    assert json.loads(first.results.read_text())["summary"][0]["metrics"]["accuracy"]["estimate"] == 0.0
+
+    fixed = ScriptedLM({"article -> category": {"category": "politics"}})
+    again = run_evaluation(config, dataset=news_dataset(), lm=fixed, progress=False)
+    assert again.rows_written == 0  # failures are results until asked to retry them
+    retried = run_evaluation(config, dataset=news_dataset(), lm=fixed, progress=False, retry_errors=True)
+    assert retried.rows_written == 5 and retried.errors == 0
+    assert json.loads(retried.results.read_text())["totals"]["errors"] == 0
+
+    streak = RunConfig(**{**config.as_dict(), "run_name": "streak"})
+    with pytest.raises(EvalAbortedError, match="3 examples in a row"):
+        run_evaluation(streak, dataset=news_dataset(), lm=broken, progress=False, max_consecutive_errors=3)
+
+
+def test_parallel_users_give_the_same_predictions(full_run, tmp_path):
+    config = RunConfig(
+        task="lamp2n", users=5, queries=3, methods="floors,rag,react", lm="s/lm", out=tmp_path, workers=2
+    )
+    result = run_evaluation(config, dataset=news_dataset(), lm=news_lm(), embedder=WordsEmbedder(), progress=False)
+    parallel = {
+        (p["method"], p["query_id"]): p["prediction"] for p in json.loads(result.results.read_text())["predictions"]
+    }
+    whole = {(p["method"], p["query_id"]): p["prediction"] for p in _results(full_run)["predictions"]}
+    assert parallel == {k: v for k, v in whole.items() if k[0] in ("majority", "nearest", "rag", "react")}
+
+
+def test_rating_floors_score_the_mean_and_round_it_for_accuracy(tmp_path):
+    config = RunConfig(task="lamp3", users=5, queries=2, methods="floors", lm="scripted/lm", out=tmp_path)
+    result = run_evaluation(config, dataset=ratings_dataset(), embedder=WordsEmbedder(), progress=False)
+    results = json.loads(result.results.read_text())
+    majority = [p["prediction"] for p in results["predictions"] if p["method"] == "majority"]
+    assert majority == ["4.333333", "4.333333"]  # mean of 5, 4, 4; golds 2 and 5
+    metrics = {s["method"]: s["metrics"] for s in results["summary"]}
+    assert metrics["majority"]["MAE"]["estimate"] == pytest.approx((2.333333 + 0.666667) / 2, abs=1e-6)
+    assert metrics["majority"]["RMSE"]["estimate"] == pytest.approx(((2.333333**2 + 0.666667**2) / 2) ** 0.5, 1e-6)
+    assert metrics["majority"]["accuracy (rounded)"]["estimate"] == 0.0  # rounds to 4: neither 2 nor 5
+    nearest = [p["prediction"] for p in results["predictions"] if p["method"] == "nearest"]
+    assert nearest == ["4", "5"]  # "cable" -> r2 (4), "bright strings" -> r0 (5)
+    assert metrics["nearest"]["MAE"]["estimate"] == pytest.approx(1.0)
+    assert metrics["nearest"]["accuracy (rounded)"]["estimate"] == pytest.approx(0.5)
+
+
+def test_methods_can_be_added_to_a_run_by_rerunning_with_more(tmp_path):
+    def run(methods: str):
+        config = RunConfig(task="lamp2n", users=5, queries=3, methods=methods, lm="scripted/lm", out=tmp_path)
+        return run_evaluation(config, dataset=news_dataset(), lm=news_lm(), embedder=WordsEmbedder(), progress=False)
+
+    run("floors")
+    more = run("rag")
+    assert (more.rows_written, more.rows_skipped) == (5, 0)
+    results = json.loads(more.results.read_text())
+    assert [s["method"] for s in results["summary"]] == ["majority", "nearest", "rag"] and results["complete"]
+    assert "--methods majority,nearest,rag " in results["command"]
