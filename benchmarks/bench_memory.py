@@ -118,14 +118,17 @@ def bench_search(total: int, per_user: tuple[int, ...], queries: int, workdir: P
             cold = time.perf_counter() - t
             raw = faiss.IndexFlatIP(384)
             raw.add(vectors_of[user])
+            threads = faiss.omp_get_max_threads()
             ours, base = [], []
             for q in qs:  # interleaved, so both sides see the same machine state
                 t = time.perf_counter()
                 hits = store.search(user, vector=q, k=10)
                 ours.append(time.perf_counter() - t)
+                faiss.omp_set_num_threads(1)  # the baseline gets the same single-thread setting the store uses
                 t = time.perf_counter()
                 raw.search(q.reshape(1, -1), 10)
                 base.append(time.perf_counter() - t)
+                faiss.omp_set_num_threads(threads)
                 assert len(hits) == 10
             results[f"user_{n}_rows"] = {
                 "store_search": percentiles(ours),
@@ -150,7 +153,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         report = {
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "faiss": faiss.__version__},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "faiss": faiss.__version__,
+                "load_average_at_start": os.getloadavg(),
+            },
             "ingest": bench_ingest(load_texts(args.data, args.texts), args.batch, work),
         }
         print(json.dumps(report["ingest"], indent=2), flush=True)

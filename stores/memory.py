@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,10 @@ def _micros(ts: datetime) -> int:
 
 
 def _row_to_interaction(row: tuple) -> Interaction:
+    # Rows come from our own table, validated on the way in: skip pydantic's validation on the way out
+    # (it is most of a search's overhead over FAISS).
     id_, user_id, created_at, task, query, response, metadata = row
-    return Interaction(
+    return Interaction.model_construct(
         id=id_,
         user_id=user_id,
         created_at=created_at,
@@ -117,6 +120,25 @@ class MemoryStore:
             with self._cursors_lock:
                 self._cursors.append(cur)
         return cur
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the store's connection, for components keeping their own tables in the same
+        file (the persona registry): DuckDB allows one read-write connection per file, so they share this one."""
+        return self._cursor()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One DuckDB transaction, serialised with the store's own writes; rolled back if the block raises."""
+        self._require_writable()
+        with self._write_lock:
+            cur = self._cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
 
     def _resolve_dim(self) -> int:
         """The vector dimension, from the store's metadata when it was built by the same embedder
@@ -432,7 +454,7 @@ class MemoryStore:
             vec = self.embedder.encode([query])
         hits = part.search(vec[0], k, before_us=before_us, task=task)
         return [
-            SearchHit(interaction=_row_to_interaction(row), score=score, rank=rank)
+            SearchHit.model_construct(interaction=_row_to_interaction(row), score=score, rank=rank)
             for rank, (row, score) in enumerate(hits)
         ]
 
