@@ -33,6 +33,7 @@ from persona_agent.optimizers.metrics import exact_match
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import (
     INSTRUCTIONS_HEADING,
+    NO_PROFILE,
     PROFILE_HEADING,
     Persona,
     init_persona,
@@ -40,7 +41,7 @@ from persona_agent.programs.persona import (
 )
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import STEP_GUARD, Predict, Steps, run_sync
-from persona_agent.signatures.alignment import PersonaGradient, PersonaUpdate, TextualLoss
+from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
 from persona_agent.signatures.tasks import labels_of
 from persona_agent.usage import track_usage
 
@@ -113,6 +114,9 @@ class PersonaAligner(Teleprompter):
             on `valset` (or the batch) does not fall.
         sim_lm / critic_lm: LMs for simulation and for loss/gradient/update (default: the configured LM).
         max_persona_chars: the persona's length cap.
+        update: "rewrite" has the LM write the whole new persona (the paper's step); "edit" asks only
+            for statements to add and sentences to remove and applies them in code, for small models
+            that copy a persona back unchanged when asked to rewrite it.
         max_lm_calls / max_tokens / max_seconds: the compile's budget.
         num_threads: parallel simulations.
     """
@@ -127,6 +131,7 @@ class PersonaAligner(Teleprompter):
         sim_lm: dspy.LM | None = None,
         critic_lm: dspy.LM | None = None,
         max_persona_chars: int = 2000,
+        update: Literal["rewrite", "edit"] = "rewrite",
         max_lm_calls: int | None = None,
         max_tokens: int | None = None,
         max_seconds: float | None = None,
@@ -138,6 +143,8 @@ class PersonaAligner(Teleprompter):
                 raise InvalidInputError(name, value, "must be a positive integer")
         if accept not in ("always", "improve"):
             raise InvalidInputError("accept", accept, "must be 'always' or 'improve'")
+        if update not in ("rewrite", "edit"):
+            raise InvalidInputError("update", update, "must be 'rewrite' or 'edit'")
         self.metric = metric
         self.n = n
         self.iterations = iterations
@@ -149,7 +156,8 @@ class PersonaAligner(Teleprompter):
         self.num_threads = max(1, int(num_threads))
         self.loss = dspy.Predict(TextualLoss)
         self.gradient = dspy.Predict(PersonaGradient)
-        self.update = dspy.Predict(PersonaUpdate)
+        self.update_mode = update
+        self.update = dspy.Predict(PersonaUpdate if update == "rewrite" else PersonaEdit)
 
     # -- planning -----------------------------------------------------------------------------------
 
@@ -240,6 +248,9 @@ class PersonaAligner(Teleprompter):
         )
         with self._critic():
             gradient = run_sync(self._predict(self.gradient, {"persona": persona.text, "losses": losses})).gradient
+            if self.update_mode == "edit":
+                edit = run_sync(self._predict(self.update, {"persona": persona.text, "gradient": gradient}))
+                return str(gradient).strip(), apply_edits(persona.text, edit.add or [], edit.remove or [])
             proposed = run_sync(
                 self._predict(
                     self.update,
@@ -310,6 +321,7 @@ class PersonaAligner(Teleprompter):
                 "iterations": self.iterations,
                 "accept": self.accept,
                 "max_persona_chars": self.max_persona_chars,
+                "update": self.update_mode,
                 "budget": _jsonable(self.budget.__dict__),
                 "metric": getattr(metric, "__name__", None),
             },
@@ -408,6 +420,35 @@ async def align_async(
 ) -> PersonaAgent:
     """The paper's asynchronous update: compile off the request path; await it or schedule it as a task."""
     return await aligner.acompile(student, trainset=trainset, valset=valset)
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def apply_edits(persona_text: str, add: Sequence[str], remove: Sequence[str]) -> str:
+    """Apply a `PersonaEdit`: drop profile sentences named in `remove` (matched ignoring case and
+    punctuation), append the new `add` statements as bullets (skipping ones already there). The agent
+    instructions are kept as they are."""
+    sections = persona_sections(persona_text)
+    profile_key, instr_key = PROFILE_HEADING[3:], INSTRUCTIONS_HEADING[3:]
+    profile = sections.get(profile_key, "")
+    drops = [_norm(r) for r in remove if _norm(str(r))]
+    kept = []
+    for line in profile.splitlines():
+        sentences = re.split(r"(?<=[.!?])\s+", line.strip())
+        sentences = [x for x in sentences if x and not any(d in _norm(x) or _norm(x) in d for d in drops if _norm(x))]
+        if sentences:
+            kept.append(" ".join(sentences))
+    if NO_PROFILE in kept:
+        kept.remove(NO_PROFILE)
+    known = _norm(" ".join(kept))
+    for statement in add:
+        statement = " ".join(str(statement).split()).strip("-• ")
+        if statement and _norm(statement) not in known:
+            kept.append(f"- {statement}")
+            known += " " + _norm(statement)
+    return f"{PROFILE_HEADING}\n{chr(10).join(kept)}\n\n{INSTRUCTIONS_HEADING}\n{sections.get(instr_key, '')}"
 
 
 def _render(fields: dict[str, Any] | None) -> str:

@@ -1,6 +1,6 @@
 """What the LM is asked: task signatures, profile summarisation and persona alignment."""
 
-from persona_agent.signatures.alignment import PersonaGradient, PersonaUpdate, TextualLoss
+from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
 from persona_agent.signatures.profile import SummarizeProfile
 from persona_agent.signatures.tasks import (
     LAMP_1_CHOICES,
@@ -24,6 +24,7 @@ __all__ = [
     "CategorizeArticle",
     "ChooseCitation",
     "GenerateHeadline",
+    "PersonaEdit",
     "PersonaGradient",
     "PersonaUpdate",
     "PersonalizedRequest",

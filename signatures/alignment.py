@@ -7,7 +7,10 @@ The paper (arXiv 2506.06254) does not publish its prompts; these are ours. Choic
 - the gradient attributes mismatches to parts of the persona (profile facts vs. agent instructions)
   and proposes edits, without rewriting anything itself;
 - the update keeps the two-part structure, a length cap and any {template} variables, and may leave
-  the persona unchanged when the gradient does not warrant a change (LangMem's "decide first").
+  the persona unchanged when the gradient does not warrant a change (LangMem's "decide first");
+- `PersonaEdit` is the same step for small models, which tend to copy a persona back unchanged when
+  asked to rewrite it (measured with the offline 1.5B model): it asks only for statements to add and
+  sentences to remove, and the code applies them.
 """
 
 from __future__ import annotations
@@ -49,3 +52,15 @@ class PersonaUpdate(dspy.Signature):
     gradient: str = dspy.InputField(desc="the edits to apply")
     max_chars: int = dspy.InputField(desc="the new persona must not exceed this many characters")
     new_persona: str = dspy.OutputField(desc="the complete rewritten persona")
+
+
+class PersonaEdit(dspy.Signature):
+    """Turn the proposed edits into concrete changes to the persona's user profile: new short
+    statements about this user's preferences to add, and sentences of the current profile that are
+    wrong and must be removed (copied exactly). Add only what the edits support; add nothing if the
+    edits ask for no change."""
+
+    persona: str = dspy.InputField(desc="the current persona")
+    gradient: str = dspy.InputField(desc="the edits to apply")
+    add: list[str] = dspy.OutputField(desc="new statements about the user, each one short sentence")
+    remove: list[str] = dspy.OutputField(desc="sentences of the current profile to delete, copied exactly")

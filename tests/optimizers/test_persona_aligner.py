@@ -258,3 +258,30 @@ def test_bad_configuration(store):
         PersonaAligner(max_lm_calls=0)
     with pytest.raises(InvalidInputError, match="trainset"):
         PersonaAligner().compile(agent_for(store), trainset=[])
+
+
+def test_edit_mode_applies_added_and_removed_statements(store):
+    edit = "persona, gradient -> add, remove"
+    base = script()
+    base.pop(UPDATE)
+    base[edit] = {
+        "add": ["Files museums, galleries and opera under culture & arts."],
+        "remove": ["Writes about politics."],
+    }
+    with dspy.context(lm=ScriptedLM(base)):
+        compiled = PersonaAligner(n=3, update="edit").compile(
+            agent_for(store), trainset=trainset_from_store(store, "alice", CategorizeArticle, n=3)
+        )
+    profile = persona_sections(compiled.persona.text)["User profile"]
+    assert profile == "- Files museums, galleries and opera under culture & arts."
+    assert compiled.alignment_trace["config"]["update"] == "edit"
+
+
+def test_apply_edits_keeps_instructions_and_skips_duplicates():
+    from persona_agent.optimizers.persona_aligner import apply_edits
+
+    text = init_persona("alice", "Likes politics. Likes sport!\nReads daily.").text
+    edited = apply_edits(text, ["Prefers short headlines.", "reads daily"], ["likes sport"])
+    sections = persona_sections(edited)
+    assert sections["User profile"] == "Likes politics.\nReads daily.\n- Prefers short headlines."
+    assert sections["Agent instructions"] == persona_sections(text)["Agent instructions"]
