@@ -142,6 +142,12 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--heldout", type=int, default=2)
     parser.add_argument("--max-iters", type=int, default=1)
+    parser.add_argument(
+        "--update",
+        choices=["rewrite", "edit"],
+        default="edit",
+        help="PersonaAligner's update step; 'edit' for small models, which copy a persona back when asked to rewrite",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_align.json")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".persona_agent" / "bench_align")
     args = parser.parse_args()
@@ -156,7 +162,8 @@ def main() -> None:
     users = sorted(dataset.users, key=lambda u: (-len(u.history), u.user_id))[: args.users]
     command = (
         f"python benchmarks/bench_align.py --users {args.users} --lm {args.lm} --strategies "
-        f"{' '.join(args.strategies)} --n {args.n} --heldout {args.heldout} --max-iters {args.max_iters}"
+        f"{' '.join(args.strategies)} --n {args.n} --heldout {args.heldout} --max-iters {args.max_iters} "
+        f"--update {args.update}"
     )
     meta = {
         "task": "LaMP-2N (HuffPost authors)",
@@ -222,6 +229,8 @@ def main() -> None:
                     if (user.user_id, strategy) in done:
                         continue
                     options: dict[str, Any] = {"n": args.n, "max_lm_calls": budget, "metric": exact_match}
+                    if strategy == "persona_aligner":
+                        options["update"] = args.update
                     if strategy == "copro":
                         options.update(breadth=2, depth=1)
                     if strategy == "gepa":
@@ -234,6 +243,7 @@ def main() -> None:
                         "persona_before": persona.text,
                         "persona_after": compiled.persona.text,
                         "gradient": gradient_of(trace),
+                        "update": args.update if strategy == "persona_aligner" else None,
                         "compile": {"usage": trace["usage"], "stop_reason": trace["stop_reason"]},
                         "batch_after": evaluate(compiled, trainset),
                         "heldout_after": evaluate(compiled, heldout),
