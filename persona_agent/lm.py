@@ -145,6 +145,8 @@ def make_lm(spec: str | None = None, *, settings: Settings | None = None, **lm_k
     _require_local_runtime()
     engine, async_engine = local_engines(spec if spec is not None else settings.lm, settings=settings)
     lm_kwargs.setdefault("temperature", 0.0)
+    # A runaway generation costs minutes on a CPU; 768 tokens still fits a full 2,000-character persona.
+    lm_kwargs.setdefault("max_tokens", 768)
     lm_kwargs.setdefault("num_retries", 0)  # a local failure does not heal by waiting
     return dspy.LM(parsed.model, engine=engine, async_engine=async_engine, **lm_kwargs)
 

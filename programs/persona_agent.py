@@ -164,6 +164,15 @@ class PersonaAgent(dspy.Module):
         agent._set_persona(agent._coerce(persona))
         return agent
 
+    def rebind(self, user_id: str, persona: Persona | str | None = None) -> PersonaAgent:
+        """A copy for `user_id` steered by `persona`, sharing this agent's structure (signatures, tools, demos,
+        store). Much cheaper than building a new agent, whose signature classes cost milliseconds each: loading
+        a saved program copies a template this way. This agent is left untouched."""
+        agent = self.deepcopy()
+        agent.user_id = validate_user_id(user_id)
+        agent._set_persona(agent._coerce(persona))
+        return agent
+
     # -- saving -------------------------------------------------------------------------------------
 
     def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
@@ -202,7 +211,8 @@ class PersonaAgent(dspy.Module):
         missing = set(self.task_signature.input_fields) - set(inputs)
         if missing:
             raise InvalidInputError("inputs", sorted(inputs), f"missing input fields {sorted(missing)}")
-        tools = {t.name: t for t in make_tools(self._context(as_of), self.tool_names)}
+        context = self._context(as_of)
+        tools: dict[str, dspy.Tool] = {}  # built on first use: a dspy.Tool costs ~1 ms, most answers use few
         trajectory: list[dict[str, Any]] = []
         for _ in range(self.max_iters if self.tool_names else 0):
             try:
@@ -216,6 +226,8 @@ class PersonaAgent(dspy.Module):
             if name == FINISH:
                 break
             try:
+                if name not in tools and name in self.tool_names:
+                    tools.update((t.name, t) for t in make_tools(context, [name]))
                 observation = yield UseTool(tools[name], args)
             except Exception as exc:  # a tool failure is an observation, never a crash
                 observation = f"error in {name}: {type(exc).__name__}: {exc}"

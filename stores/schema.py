@@ -48,7 +48,54 @@ def _v1_memory(con: duckdb.DuckDBPyConnection, dim: int) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_memory,)
+def _v2_personas(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    # The persona registry (stores/personas.py): every version per user, the live pointer with its optimistic
+    # lock (`revision`), and an audit row per change of the live pointer. `program` is the saved program (JSON)
+    # of versions that have one; scores and usage are JSON objects.
+    con.execute(
+        """
+        CREATE TABLE personas (
+            user_id VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            parent INTEGER,
+            source VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            strategy VARCHAR,
+            scores VARCHAR NOT NULL,
+            usage VARCHAR NOT NULL,
+            mlflow_run_id VARCHAR,
+            program VARCHAR,
+            PRIMARY KEY (user_id, version)
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE persona_live (
+            user_id VARCHAR PRIMARY KEY,
+            version INTEGER NOT NULL,
+            revision INTEGER NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )
+        """
+    )
+    con.execute(
+        """
+        CREATE TABLE persona_events (
+            user_id VARCHAR NOT NULL,
+            revision INTEGER NOT NULL,
+            changed_at TIMESTAMP NOT NULL,
+            action VARCHAR NOT NULL,
+            from_version INTEGER,
+            to_version INTEGER NOT NULL,
+            PRIMARY KEY (user_id, revision)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_memory, _v2_personas)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

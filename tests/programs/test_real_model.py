@@ -32,7 +32,10 @@ def test_persona_agent_answers_a_real_huffpost_example_offline(tmp_path, embedde
     with MemoryStore(tmp_path / "m.duckdb", embedder=embedder) as store:
         store.add(
             user.user_id,
-            [{"query": it.input, "response": it.output, "created_at": it.timestamp} for it in user.profile_before(query)],
+            [
+                {"query": it.input, "response": it.output, "created_at": it.timestamp}
+                for it in user.profile_before(query)
+            ],
         )
         agent = PersonaAgent(
             CategorizeArticle,

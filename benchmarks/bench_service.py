@@ -1,0 +1,313 @@
+"""Service overhead and program-loading latency, with the scripted LM (zero LM latency: the figures are ours).
+
+- `/v1/users/{id}/respond` over loopback against a live uvicorn in its own process (so the load generator does
+  not share the server's interpreter): sequential latency p50/p99, and requests/s with concurrent clients.
+  The scripted agent finishes its tool loop at once (two LM calls: the step and the answer); a second scenario
+  adds one `search_memory` call, which embeds the query with MiniLM on the CPU.
+- The same answer in process (no HTTP) and `/healthz` (HTTP only), to split the overhead.
+- `load_program`: cold (a registry version not in the program cache; the process already built a template for
+  the program's shape), first-in-process (no template yet), and warm (cache hit + the caller's copy).
+
+    python benchmarks/bench_service.py [--users 50] [--requests 400] [--concurrency 8]
+
+Writes benchmarks/results/bench_service.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+RESULTS = Path(__file__).parent / "results" / "bench_service.json"
+API_KEY = "bench-admin-key"
+PERSONA = "## User profile\nWants concise answers.\n\n## Agent instructions\nAnswer briefly."
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+
+    def at(q: float) -> float:
+        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 3)
+
+    return {
+        "n": len(ms),
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+        "mean_ms": round(statistics.fmean(ms), 3),
+    }
+
+
+def scripted_lm(search: bool):
+    from persona_agent.testing import ScriptedLM
+
+    def step(call):
+        done = "observation_0" in call.inputs.get("trajectory", "")
+        if search and not done:
+            return {"next_thought": "look", "next_tool_name": "search_memory", "next_tool_args": {"query": "q", "k": 3}}
+        return {"next_thought": "enough", "next_tool_name": "finish", "next_tool_args": {}}
+
+    return ScriptedLM(
+        {
+            "request, trajectory -> next_thought, next_tool_name, next_tool_args": step,
+            "request, trajectory -> response": {"response": "Short answer."},
+        }
+    )
+
+
+def open_workspace(home: Path, search: bool):
+    from persona_agent.config import Settings
+    from persona_agent.workspace import Workspace
+
+    settings = Settings(home=home, api_key=API_KEY, lm_cache=False)
+    return Workspace(settings, lm=scripted_lm(search))
+
+
+def prepare(home: Path, users: int) -> None:
+    """Users with ten interactions each and a live persona version 1 (the compiled one, as the registry holds it)."""
+    ws = open_workspace(home, search=False)
+    try:
+        records = [
+            (f"user{u}", {"query": f"question {i} of user {u}", "response": "ok"})
+            for u in range(users)
+            for i in range(10)
+        ]
+        ws.store.ingest(records)
+        for u in range(users):
+            ws.ensure_persona(f"user{u}")
+            ws.registry.add(f"user{u}", PERSONA, source="aligned", parent=0, program=ws.registry.program(f"user{u}", 0))
+            ws.registry.promote(f"user{u}", 1)
+    finally:
+        ws.close()
+
+
+def serve(home: Path, port: int, search: bool) -> None:
+    """The server process: uvicorn on 127.0.0.1:port over the prepared home."""
+    import uvicorn
+
+    from persona_agent.service import create_app
+
+    app = create_app(workspace=open_workspace(home, search))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(home: Path, search: bool) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = free_port()
+    args = [sys.executable, __file__, "--serve", str(home), "--port", str(port)] + (["--search"] if search else [])
+    proc = subprocess.Popen(args)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the server process exited")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def bench_http(home: Path, users: int, requests: int, concurrency: int, search: bool) -> dict:
+    import httpx
+
+    from persona_agent.config import Settings
+    from persona_agent.service.auth import mint_token, token_secret
+
+    secret = token_secret(Settings(home=home, api_key=API_KEY))
+    tokens = {f"user{u}": mint_token(f"user{u}", secret) for u in range(users)}
+    proc, base = start_server(home, search)
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            for u in range(users):  # warm every user's program into the cache
+                user = f"user{u}"
+                r = client.post(
+                    f"/v1/users/{user}/respond",
+                    json={"request": "warm"},
+                    headers={"Authorization": f"Bearer {tokens[user]}"},
+                )
+                r.raise_for_status()
+            health = []
+            for _ in range(200):
+                t = time.perf_counter()
+                client.get("/healthz").raise_for_status()
+                health.append(time.perf_counter() - t)
+            sequential = []
+            for i in range(requests):
+                user = f"user{i % users}"
+                t = time.perf_counter()
+                r = client.post(
+                    f"/v1/users/{user}/respond",
+                    json={"request": f"request {i}"},
+                    headers={"Authorization": f"Bearer {tokens[user]}"},
+                )
+                sequential.append(time.perf_counter() - t)
+                r.raise_for_status()
+
+        async def load() -> tuple[float, list[float]]:
+            latencies: list[float] = []
+            queue = list(range(requests))
+
+            async def worker(client: httpx.AsyncClient) -> None:
+                while queue:
+                    i = queue.pop()
+                    user = f"user{i % users}"
+                    t = time.perf_counter()
+                    r = await client.post(
+                        f"/v1/users/{user}/respond",
+                        json={"request": f"request {i}"},
+                        headers={"Authorization": f"Bearer {tokens[user]}"},
+                    )
+                    latencies.append(time.perf_counter() - t)
+                    r.raise_for_status()
+
+            limits = httpx.Limits(max_connections=concurrency)
+            async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+                started = time.perf_counter()
+                await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+                return time.perf_counter() - started, latencies
+
+        elapsed, loaded = asyncio.run(load())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "healthz": percentiles(health),
+        "respond_sequential": percentiles(sequential),
+        "respond_concurrent": {
+            "concurrency": concurrency,
+            "requests_per_second": round(requests / elapsed, 1),
+            **percentiles(loaded),
+        },
+    }
+
+
+def bench_in_process(home: Path, users: int, requests: int, search: bool) -> dict:
+    ws = open_workspace(home, search)
+    try:
+        for u in range(users):
+            ws.respond(f"user{u}", "warm")
+
+        async def run() -> list[float]:
+            out = []
+            for i in range(requests):
+                t = time.perf_counter()
+                await ws.arespond(f"user{i % users}", f"request {i}")
+                out.append(time.perf_counter() - t)
+            return out
+
+        return percentiles(asyncio.run(run()))
+    finally:
+        ws.close()
+
+
+def bench_load_program(home: Path, users: int, rounds: int) -> dict:
+    ws = open_workspace(home, search=False)
+    try:
+        t = time.perf_counter()
+        ws.load_program("user0")  # no template for this program shape yet
+        first = time.perf_counter() - t
+        cold, warm, shared = [], [], []
+        for _ in range(rounds):
+            ws.programs.clear()
+            for u in range(users):
+                t = time.perf_counter()
+                ws.load_program(f"user{u}")
+                cold.append(time.perf_counter() - t)
+            for u in range(users):
+                t = time.perf_counter()
+                ws.load_program(f"user{u}")
+                warm.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                ws.program(f"user{u}")
+                shared.append(time.perf_counter() - t)
+        return {
+            "first_in_process_ms": round(first * 1000, 3),
+            "cold": percentiles(cold),
+            "warm": percentiles(warm),
+            "warm_shared_instance": percentiles(shared),
+        }
+    finally:
+        ws.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--load-rounds", type=int, default=4)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--search", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.search)
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+        home = Path(tmp)
+        started = time.perf_counter()
+        prepare(home, args.users)
+        print(f"prepared {args.users} users in {time.perf_counter() - started:.1f} s", flush=True)
+        report = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "load_average_at_start": os.getloadavg(),
+            },
+            "setup": {"users": args.users, "requests": args.requests, "lm": "scripted (zero latency)"},
+            "load_program": bench_load_program(home, args.users, args.load_rounds),
+        }
+        print(json.dumps(report["load_program"], indent=2), flush=True)
+        report["respond_in_process"] = bench_in_process(home, args.users, args.requests, search=False)
+        report["http"] = bench_http(home, args.users, args.requests, args.concurrency, search=False)
+        print(json.dumps(report["http"], indent=2), flush=True)
+        report["http_with_memory_search"] = bench_http(
+            home, args.users, args.requests // 2, args.concurrency, search=True
+        )
+        seq = report["http"]["respond_sequential"]
+        report["targets"] = {
+            "respond_overhead_p50_ms": {"target": 10, "measured": seq["p50_ms"], "met": seq["p50_ms"] < 10},
+            "load_program_warm_p50_ms": {
+                "target": 1,
+                "measured": report["load_program"]["warm"]["p50_ms"],
+                "met": report["load_program"]["warm"]["p50_ms"] < 1,
+            },
+            "load_program_cold_p50_ms": {
+                "target": 50,
+                "measured": report["load_program"]["cold"]["p50_ms"],
+                "met": report["load_program"]["cold"]["p50_ms"] < 50,
+            },
+        }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

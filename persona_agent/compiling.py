@@ -1,0 +1,273 @@
+"""Compiling a user's persona end to end: plan (validate, pick the batch, estimate), run the optimizer, then
+commit (a new registry version, its MLflow run, promote). The CLI prints the plan's estimate before running;
+the service runs the same two steps as a background job.
+
+The alignment batch is the user's latest interactions that carry a real response: rows the agent wrote itself
+(recorded answers, `update_memory` notes) are never taken as ground truth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import dspy
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from persona_agent.errors import InvalidInputError, PersonaAgentError, UnknownUserError
+from persona_agent.optimizers.strategies import make_optimizer
+from persona_agent.optimizers.trainset import example_from_interaction
+from persona_agent.programs.persona import Persona
+from persona_agent.programs.persona_agent import PersonaAgent
+from persona_agent.programs.saved import ProgramSpec, program_document
+from persona_agent.programs.tools import ToolContext, make_tools
+from persona_agent.signatures.tasks import labels_of
+from persona_agent.stores.memory import MemoryStore
+from persona_agent.stores.personas import LiveState, PersonaRecord
+from persona_agent.stores.validation import validate_user_id
+from persona_agent.workspace import Workspace, persona_of
+
+AGENT_SOURCE = "agent"
+
+
+class CompileCancelledError(PersonaAgentError):
+    """The user was forgotten while their compile ran: its result was discarded."""
+
+
+class CompileOptions(BaseModel):
+    """How to compile one user's persona (the CLI's options and the service's request body)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(default=3, ge=1, le=50, description="latest interactions in the alignment batch")
+    iterations: int = Field(default=1, ge=1, le=10, description="alignment rounds (COPRO: depth)")
+    strategy: Literal["persona_aligner", "gepa", "copro"] = "persona_aligner"
+    accept: Literal["always", "improve"] = "always"
+    update: Literal["rewrite", "edit"] = Field(
+        default="rewrite", description="rewrite the whole persona (the paper), or edit: statements added/removed"
+    )
+    max_lm_calls: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
+    promote: bool = Field(default=True, description="make the new version live when it differs")
+    register_model: bool | None = Field(default=None, description="default: the mlflow_register_models setting")
+
+    @classmethod
+    def parse(cls, **values: Any) -> CompileOptions:
+        """Validate, raising `InvalidInputError` naming the first bad field."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(p) for p in error["loc"]) or "options"
+            raise InvalidInputError(field, error.get("input"), error["msg"]) from None
+
+
+class CompileResult(BaseModel):
+    """What a compile did: the version it produced (or the unchanged base), its run, promote, estimate and cost."""
+
+    user_id: str
+    version: int
+    parent: int
+    changed: bool
+    promoted: bool
+    mlflow_run_id: str | None
+    model_version: str | None = None
+    tracking_error: str | None = None
+    strategy: str
+    stop_reason: str
+    estimate: dict[str, Any]
+    scores: dict[str, Any]
+    usage: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class CompilePlan:
+    """Everything a compile needs, checked before any LM call."""
+
+    user_id: str
+    options: CompileOptions
+    live: LiveState
+    base: PersonaRecord
+    base_agent: PersonaAgent
+    student: PersonaAgent
+    trainset: list[dspy.Example]
+    optimizer: Any
+    estimate: dict[str, Any]
+    epoch: int
+    register_model: bool
+
+
+def alignment_examples(store: MemoryStore, user_id: str, signature: type[dspy.Signature], n: int) -> list:
+    """The user's latest `n` interactions with a real response, oldest first, as examples (with `as_of`)."""
+    rows = [
+        i
+        for i in store.history(user_id)
+        if i.response.strip() and i.metadata.get("source") != AGENT_SOURCE and i.task != "note"
+    ]
+    return [example_from_interaction(i, signature) for i in rows[-n:]]
+
+
+def _optimizer(options: CompileOptions) -> Any:
+    budget = {
+        "max_lm_calls": options.max_lm_calls,
+        "max_tokens": options.max_tokens,
+        "max_seconds": options.max_seconds,
+    }
+    if options.strategy == "persona_aligner":
+        return make_optimizer(
+            "persona_aligner",
+            n=options.n,
+            iterations=options.iterations,
+            accept=options.accept,
+            update=options.update,
+            **budget,
+        )
+    if options.strategy == "gepa":
+        return make_optimizer("gepa", n=options.n, **{**budget, "max_lm_calls": options.max_lm_calls or 60})
+    return make_optimizer("copro", n=options.n, depth=options.iterations, **budget)
+
+
+def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | None = None) -> CompilePlan:
+    """Validate and prepare a compile (no LM call): raises on bad input before anything is written, except the
+    user's initial persona (version 0), which is created if missing."""
+    options = options or CompileOptions()
+    user_id = validate_user_id(user_id)
+    if workspace.store.count(user_id) == 0:
+        raise UnknownUserError(user_id)
+    epoch = workspace.forget_epoch(user_id)
+    live = workspace.registry.live(user_id)
+    signature = workspace.program(user_id, live.version)[0].task_signature if live else workspace.spec.signature
+    trainset = alignment_examples(workspace.store, user_id, signature, options.n)
+    if not trainset:  # checked before the initial persona is created: bad input writes nothing
+        raise InvalidInputError(
+            "user_id", user_id, "has no interactions with a response to align on: ingest some, or send feedback"
+        )
+    if (options.strategy != "persona_aligner" or options.accept == "improve") and labels_of(signature) is None:
+        field = "accept" if options.strategy == "persona_aligner" else "strategy"
+        raise InvalidInputError(
+            field, getattr(options, field), f"needs a metric, and {signature.__name__} is a free-text task"
+        )
+    base_agent, _ = workspace.program(user_id, None)
+    live = workspace.registry.live(user_id)
+    base = workspace.registry.get(user_id, live.version)
+    # Simulations must not write notes into the user's memory: the student never offers update_memory.
+    spec = replace(ProgramSpec.of(base_agent), allow_updates=False)
+    document = workspace.registry.program(user_id, base.version)
+    if document is not None:
+        document = {**document, "program": {**document["program"], "allow_updates": False}}
+        student = workspace.factory.build(document, user_id=user_id, persona=persona_of(base))
+    else:
+        student = workspace.factory.for_user(spec, user_id, persona_of(base))
+    optimizer = _optimizer(options)
+    if options.strategy == "persona_aligner":
+        estimate = optimizer.estimate(trainset, student=student).as_dict()
+    else:
+        estimate = {"max_lm_calls": optimizer.budget.max_lm_calls}
+    register = workspace.settings.mlflow_register_models if options.register_model is None else options.register_model
+    return CompilePlan(
+        user_id, options, live, base, base_agent, student, trainset, optimizer, estimate, epoch, register
+    )
+
+
+def _scores(trace: dict[str, Any]) -> dict[str, Any]:
+    metrics = [step.get("metric") for step in trace.get("iterations", []) if step.get("metric") is not None]
+    accepted = [
+        step["candidate_metric"]
+        for step in trace.get("iterations", [])
+        if step.get("accepted") and step.get("candidate_metric") is not None
+    ]
+    scores: dict[str, Any] = {}
+    if metrics:
+        scores["metric_initial"] = metrics[0]
+        scores["metric_final"] = accepted[-1] if accepted else metrics[-1]
+    return scores
+
+
+def search_k(store: MemoryStore) -> int | None:
+    """The default K of the agent's memory search (the LM may ask for another, up to 10)."""
+    tools = make_tools(ToolContext(user_id="k", store=store), ["search_memory"])
+    return tools[0].args.get("k", {}).get("default") if tools else None
+
+
+def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
+    """Run the optimizer under the workspace's LM, then commit: registry version, MLflow run, promote."""
+    started = time.perf_counter()
+    with workspace.lm_context():
+        compiled = plan.optimizer.compile(plan.student, trainset=plan.trainset)
+    trace = dict(getattr(compiled, "alignment_trace", {}) or {})
+    user, options, base = plan.user_id, plan.options, plan.base
+    changed = compiled.persona is not None and compiled.persona.text != base.text
+    params = {
+        "strategy": options.strategy,
+        "n": options.n,
+        "iterations": options.iterations,
+        "accept": options.accept,
+        "update": options.update,
+        "lm": getattr(workspace.lm, "model", type(workspace.lm).__name__),
+        "k": search_k(workspace.store),
+        "max_lm_calls": options.max_lm_calls,
+        "max_tokens": options.max_tokens,
+        "max_seconds": options.max_seconds,
+        "trainset_size": len(plan.trainset),
+        "signature": plan.base_agent.task_signature.__name__,
+        "estimate_max_lm_calls": plan.estimate.get("max_lm_calls"),
+    }
+    scores, usage = _scores(trace), dict(trace.get("usage", {}))
+    with workspace.commit_lock:
+        if workspace.forget_epoch(user) != plan.epoch:
+            raise CompileCancelledError(f"user {user!r} was forgotten during the compile: its result was discarded")
+        if changed:
+            final = plan.base_agent.rebind(user, Persona(user_id=user, text=compiled.persona.text, source="aligned"))
+            record = workspace.registry.add(
+                user,
+                compiled.persona.text,
+                source="aligned",
+                parent=base.version,
+                strategy=options.strategy,
+                scores=scores,
+                usage=usage,
+                program=program_document(final, scores=scores, usage=usage),
+            )
+        else:
+            record = base
+        run_id = workspace.tracker.log_version(
+            record.model_copy(update={"usage": usage, "scores": scores, "strategy": options.strategy}),
+            document=workspace.registry.program(user, record.version),
+            diff=workspace.registry.diff(user, base.version, record.version),
+            trace=trace,
+            params=params,
+            register_model=plan.register_model and changed and options.promote,
+            changed=changed,
+        )
+        if changed:
+            workspace.registry.set_run_id(user, record.version, run_id)
+        promoted, model_version, tracking_error = False, None, None
+        if changed and options.promote:
+            change = workspace.promote(
+                user, record.version, expected_revision=plan.live.revision, register_model=plan.register_model
+            )
+            promoted, model_version, tracking_error = True, change.model_version, change.tracking_error
+    return CompileResult(
+        user_id=user,
+        version=record.version,
+        parent=base.version,
+        changed=changed,
+        promoted=promoted,
+        mlflow_run_id=run_id,
+        model_version=model_version,
+        tracking_error=tracking_error,
+        strategy=options.strategy,
+        stop_reason=str(trace.get("stop_reason", "completed")),
+        estimate=plan.estimate,
+        scores=scores,
+        usage=usage,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def compile_user(workspace: Workspace, user_id: str, options: CompileOptions | None = None) -> CompileResult:
+    """Plan and run one compile."""
+    return run_compile(workspace, plan_compile(workspace, user_id, options))

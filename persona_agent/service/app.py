@@ -1,0 +1,286 @@
+"""The HTTP service: `create_app()` builds a FastAPI app over one `Workspace` (nothing happens at import).
+
+Handlers are async: answers run the agent with `acall` under a per-request `dspy.context` (the workspace's LM;
+never `dspy.configure` per request); DuckDB, embedding and MLflow work runs in worker threads. Every route but
+`/healthz` and `/readyz` needs the admin API key or, for one user's routes, that user's token (401 without a
+valid credential, 403 for another user's). Bodies are size-limited (413); invalid input is a 422 naming the
+field; unknown users or versions 404; a stale `expected_revision` 409.
+
+Run it with `persona-agent serve`, or `uvicorn --factory persona_agent.service:create_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import dspy
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from persona_agent.compiling import CompileCancelledError, CompileOptions
+from persona_agent.config import Settings
+from persona_agent.errors import (
+    InvalidInputError,
+    PersonaAgentError,
+    PersonaNotFoundError,
+    TrackingError,
+    UnknownUserError,
+    VersionConflictError,
+)
+from persona_agent.service.auth import Authenticator, AuthError, ForbiddenError, Principal
+from persona_agent.service.jobs import JobManager
+from persona_agent.service.limits import BodySizeLimit
+from persona_agent.service.openai_compat import completion, completion_chunks, conversation_request
+from persona_agent.service.schemas import (
+    ChatCompletionIn,
+    FeedbackIn,
+    InteractionsIn,
+    PromoteIn,
+    RespondIn,
+    RollbackIn,
+    TokenIn,
+)
+from persona_agent.stores.validation import validate_user_id
+from persona_agent.workspace import Workspace
+
+UserPath = Annotated[str, Path(min_length=1, max_length=128, description="the user id")]
+
+
+def _credential(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key")
+
+
+async def principal(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer ...` or `X-API-Key`; 401 if missing or invalid. (Async, like every
+    dependency here: FastAPI would run a sync one in its thread pool, a thread hop per request.)"""
+    return request.app.state.auth.principal(_credential(request))
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+async def user_scope(user_id: UserPath, caller: Caller) -> str:
+    """The path's user, once the caller is known to reach it (auth first: 401/403 before 422)."""
+    caller.require_user(user_id)
+    return validate_user_id(user_id)
+
+
+User = Annotated[str, Depends(user_scope)]
+
+
+def _workspace(request: Request) -> Workspace:
+    return request.app.state.workspace
+
+
+def _errors(app: FastAPI) -> None:
+    def reply(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+    @app.exception_handler(AuthError)
+    async def _auth(request: Request, exc: AuthError) -> JSONResponse:
+        return reply(401, str(exc), {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(ForbiddenError)
+    async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
+        return reply(403, str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
+        where = "path" if exc.field in request.path_params else "body"
+        return reply(422, [{"loc": [where, *exc.field.split(".")], "msg": exc.reason, "type": "invalid_input"}])
+
+    @app.exception_handler(PersonaAgentError)
+    async def _domain(request: Request, exc: PersonaAgentError) -> JSONResponse:
+        if isinstance(exc, UnknownUserError | PersonaNotFoundError):
+            return reply(404, str(exc))
+        if isinstance(exc, VersionConflictError | CompileCancelledError):
+            return reply(409, str(exc))
+        if isinstance(exc, TrackingError):
+            return reply(502, str(exc))
+        return reply(500, f"{type(exc).__name__}: {exc}")
+
+
+def _routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness: the workspace is open, its database answers and the LM is set up."""
+        workspace = getattr(request.app.state, "workspace", None)
+        if workspace is None or not getattr(request.app.state, "ready", False):
+            return JSONResponse({"status": "starting"}, status_code=503)
+        try:
+            await asyncio.to_thread(lambda: workspace.store.cursor().execute("SELECT 1").fetchall())
+        except Exception as exc:  # any database failure means not ready
+            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.post("/v1/tokens", tags=["auth"])
+    async def mint(body: TokenIn, request: Request, caller: Caller) -> dict[str, Any]:
+        """A user token (admin only): it reaches that user's routes and nothing else."""
+        caller.require_admin()
+        user_id = validate_user_id(body.user_id)
+        return {"user_id": user_id, "token": request.app.state.auth.mint(user_id, body.ttl_seconds)}
+
+    @app.post("/v1/users/{user_id}/interactions", tags=["memory"])
+    async def add_interactions(user_id: User, body: InteractionsIn, request: Request) -> dict[str, Any]:
+        """Store interactions (query, the response the user wanted) in the user's episodic memory."""
+        store = _workspace(request).store
+        items = [item.model_dump() for item in body.items]
+        ids = await asyncio.to_thread(store.add, user_id, items)
+        return {"user_id": user_id, "ids": ids}
+
+    @app.post("/v1/users/{user_id}/respond", tags=["answers"])
+    async def respond(user_id: User, body: RespondIn, request: Request) -> dict[str, Any]:
+        """Answer with the user's live persona (or `version`); with `record`, keep the exchange in memory."""
+        workspace = _workspace(request)
+        inputs = body.request if body.request is not None else body.inputs
+        answer = await workspace.arespond(user_id, inputs, version=body.version)
+        out: dict[str, Any] = answer.model_dump()
+        if body.record:
+            query = body.request if body.request is not None else next(iter(body.inputs.values()))
+            out["interaction_id"] = await asyncio.to_thread(
+                workspace.store.add_interaction,
+                user_id,
+                query,
+                answer.text,
+                task="agent",
+                metadata={"source": "agent", "persona_version": answer.persona_version},
+            )
+        return out
+
+    @app.post("/v1/users/{user_id}/feedback", tags=["memory"])
+    async def feedback(user_id: User, body: FeedbackIn, request: Request) -> dict[str, Any]:
+        """The response the user really wanted, into episodic memory (the next compile aligns on it)."""
+        store = _workspace(request).store
+
+        def record() -> str:
+            query = store.get(user_id, body.interaction_id).query if body.interaction_id else body.request
+            meta = {"source": "feedback", **({"answers": body.interaction_id} if body.interaction_id else {})}
+            return store.add_interaction(user_id, query, body.response, task=body.task, metadata=meta)
+
+        return {"user_id": user_id, "id": await asyncio.to_thread(record)}
+
+    @app.post("/v1/users/{user_id}/compile", status_code=202, tags=["personas"])
+    async def compile_persona(user_id: User, request: Request, body: CompileOptions | None = None) -> dict[str, Any]:
+        """Start a background compile (validated now, estimate included); poll `GET /v1/jobs/{id}`."""
+        jobs: JobManager = request.app.state.jobs
+        job = await asyncio.to_thread(jobs.submit, user_id, body or CompileOptions())
+        return job.model_dump(mode="json")
+
+    @app.get("/v1/jobs/{job_id}", tags=["personas"])
+    async def get_job(job_id: Annotated[str, Path(max_length=64)], request: Request, caller: Caller) -> JSONResponse:
+        job = request.app.state.jobs.get(job_id)
+        if job is None:
+            return JSONResponse({"detail": f"no job {job_id!r}"}, status_code=404)
+        caller.require_user(job.user_id)
+        return JSONResponse(job.model_dump(mode="json"))
+
+    @app.get("/v1/users/{user_id}/personas", tags=["personas"])
+    async def list_personas(user_id: User, request: Request) -> dict[str, Any]:
+        registry = _workspace(request).registry
+        live = await asyncio.to_thread(registry.live, user_id)
+        history = await asyncio.to_thread(registry.history, user_id)
+        return {
+            "user_id": user_id,
+            "live": live.model_dump(mode="json") if live else None,
+            "versions": [r.model_dump(mode="json") for r in history],
+        }
+
+    @app.get("/v1/users/{user_id}/personas/diff", tags=["personas"])
+    async def diff_personas(
+        user_id: User, request: Request, a: Annotated[str, Query()], b: Annotated[str, Query()] = "live"
+    ) -> dict[str, Any]:
+        registry = _workspace(request).registry
+        return {"user_id": user_id, "a": a, "b": b, "diff": await asyncio.to_thread(registry.diff, user_id, a, b)}
+
+    @app.get("/v1/users/{user_id}/personas/{version}", tags=["personas"])
+    async def get_persona(user_id: User, version: str, request: Request) -> dict[str, Any]:
+        record = await asyncio.to_thread(_workspace(request).registry.get, user_id, version)
+        return record.model_dump(mode="json")
+
+    @app.post("/v1/users/{user_id}/personas/{version}/promote", tags=["personas"])
+    async def promote(user_id: User, version: str, request: Request, body: PromoteIn | None = None) -> dict:
+        expected = body.expected_revision if body else None
+        change = await asyncio.to_thread(
+            _workspace(request).promote, user_id, version, expected_revision=expected
+        )  # fmt: skip
+        return change.model_dump(mode="json")
+
+    @app.post("/v1/users/{user_id}/personas/rollback", tags=["personas"])
+    async def rollback(user_id: User, request: Request, body: RollbackIn | None = None) -> dict[str, Any]:
+        body = body or RollbackIn()
+        change = await asyncio.to_thread(
+            _workspace(request).rollback, user_id, body.to, expected_revision=body.expected_revision
+        )
+        return change.model_dump(mode="json")
+
+    @app.delete("/v1/users/{user_id}", tags=["memory"])
+    async def forget(user_id: User, request: Request) -> dict[str, Any]:
+        """Forget the user everywhere (memory rows and vectors, personas, MLflow, caches, jobs); counts."""
+        report = await asyncio.to_thread(_workspace(request).forget, user_id)
+        return {**report.model_dump(), "total": report.total}
+
+    @app.get("/v1/models", tags=["openai"])
+    async def models(caller: Caller) -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": "persona-agent", "object": "model", "owned_by": "persona-agent"}]}
+
+    @app.post("/v1/chat/completions", tags=["openai"], response_model=None)
+    async def chat(body: ChatCompletionIn, request: Request, caller: Caller) -> dict | StreamingResponse:
+        """OpenAI-compatible chat: `user` selects the persona (default: the token's own user)."""
+        user_id = body.user or caller.user_id
+        if user_id is None:
+            raise InvalidInputError("user", None, "name the user whose persona answers")
+        caller.require_user(user_id)
+        user_id = validate_user_id(user_id, "user")
+        answer = await _workspace(request).arespond(user_id, conversation_request(body.messages))
+        if body.stream:
+            return StreamingResponse(completion_chunks(body, answer), media_type="text/event-stream")
+        return completion(body, answer)
+
+
+def create_app(
+    settings: Settings | None = None, *, workspace: Workspace | None = None, lm: dspy.BaseLM | None = None
+) -> FastAPI:
+    """The service over `workspace` (default: one opened from `settings` at startup, closed at shutdown).
+
+    `lm` replaces the settings' LM for a workspace opened here. Raises `ConfigError` without an admin API key.
+    """
+    settings = settings or (workspace.settings if workspace is not None else Settings())
+    auth = Authenticator(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ws = workspace or await asyncio.to_thread(Workspace, settings, lm=lm)
+        app.state.workspace = ws
+        app.state.jobs = JobManager(ws, workers=settings.compile_workers)
+        await asyncio.to_thread(lambda: ws.lm)  # build the LM (and check its setting) before taking traffic
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            app.state.jobs.shutdown(wait=False)
+            if workspace is None:
+                ws.close()
+
+    app = FastAPI(
+        title="PersonaAgent",
+        summary="Personalized LLM agents: each user's persona answers, learns from feedback and is re-compiled.",
+        lifespan=lifespan,
+    )
+    app.state.auth = auth
+    app.state.ready = False
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    _errors(app)
+    _routes(app)
+    return app

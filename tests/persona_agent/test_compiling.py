@@ -1,0 +1,101 @@
+"""Compiling end to end with the scripted LM: the alignment batch, validation before any write, and a forget
+that overtakes a running compile."""
+
+from __future__ import annotations
+
+import pytest
+
+from persona_agent.compiling import (
+    CompileCancelledError,
+    CompileOptions,
+    alignment_examples,
+    compile_user,
+    plan_compile,
+    run_compile,
+)
+from persona_agent.errors import InvalidInputError, UnknownUserError
+from persona_agent.signatures import PersonalizedRequest
+from tests.support import CONCISE, SHORT, history, make_workspace
+
+
+@pytest.fixture
+def workspace(tracking_home, embedder):
+    ws = make_workspace(embedder)
+    yield ws
+    ws.close()
+
+
+def test_the_batch_is_the_latest_real_responses_never_the_agents_own(workspace):
+    store = workspace.store
+    store.add("alice", history(4))
+    store.add_interaction("alice", "what the agent answered", "agent text", task="agent", metadata={"source": "agent"})
+    store.add_interaction("alice", "a note", "", task="note", metadata={"source": "agent"})
+    store.add_interaction("alice", "asked, no answer yet", "")
+    examples = alignment_examples(store, "alice", PersonalizedRequest, 3)
+    assert [e.request for e in examples] == ["question 1", "question 2", "question 3"]
+    assert all(e.response == "ok" and e.as_of is not None for e in examples)
+
+
+def test_compile_registers_promotes_and_answers_with_the_new_persona(workspace):
+    workspace.store.add("alice", history())
+    assert workspace.respond("alice", "hi").text != SHORT
+    plan = plan_compile(workspace, "alice", CompileOptions(n=2))
+    assert plan.estimate["max_lm_calls"] == plan.estimate["simulate"] + 2 + 1 + 1 and len(plan.trainset) == 2
+    assert "update_memory" not in plan.student.tool_names and "update_memory" in plan.base_agent.tool_names
+    result = run_compile(workspace, plan)
+    assert (result.version, result.parent, result.changed, result.promoted) == (1, 0, True, True)
+    assert result.usage["calls"] <= plan.estimate["max_lm_calls"]
+    assert workspace.registry.get("alice").text == CONCISE
+    answer = workspace.respond("alice", "hi")  # the cache was invalidated by the promote
+    assert (answer.text, answer.persona_version) == (SHORT, 1)
+    assert workspace.store.count("alice") == 4  # simulations wrote nothing into memory
+
+
+def test_bad_input_fails_before_anything_is_written(workspace):
+    with pytest.raises(UnknownUserError):
+        plan_compile(workspace, "nobody")
+    workspace.store.add("bob", [{"query": "asked", "response": ""}])
+    with pytest.raises(InvalidInputError) as info:
+        plan_compile(workspace, "bob")
+    assert info.value.field == "user_id" and workspace.registry.history("bob") == []
+    workspace.store.add("bob", history(2))
+    with pytest.raises(InvalidInputError) as info:
+        plan_compile(workspace, "bob", CompileOptions(strategy="copro"))
+    assert info.value.field == "strategy" and workspace.registry.history("bob") == []
+    with pytest.raises(InvalidInputError) as info:
+        CompileOptions.parse(n=0)
+    assert info.value.field == "n"
+    with pytest.raises(InvalidInputError) as info:
+        CompileOptions.parse(strategy="magic")
+    assert info.value.field == "strategy"
+
+
+def test_a_forget_during_a_compile_discards_its_result(workspace):
+    workspace.store.add("alice", history())
+    plan = plan_compile(workspace, "alice")
+    workspace.forget("alice")
+    with pytest.raises(CompileCancelledError):
+        run_compile(workspace, plan)
+    assert workspace.registry.history("alice") == [] and workspace.store.count("alice") == 0
+
+
+def test_a_budget_stops_the_compile_and_is_reported(workspace):
+    workspace.store.add("alice", history())
+    result = compile_user(workspace, "alice", CompileOptions(max_lm_calls=2))
+    assert result.stop_reason.startswith("budget") and result.usage["calls"] <= 2 and not result.changed
+
+
+def test_the_edit_update_mode_is_passed_to_the_aligner_and_logged(tracking_home, embedder, tmp_path):
+    from persona_agent.testing import ScriptedLM
+    from tests.support import persona_script
+
+    script = {**persona_script(), "persona, gradient -> add, remove": {"add": ["Wants concise answers."], "remove": []}}
+    with make_workspace(embedder, lm=ScriptedLM(script), db_path=tmp_path / "edit.duckdb") as workspace:
+        workspace.store.add("alice", history())
+        result = compile_user(workspace, "alice", CompileOptions(update="edit"))
+        assert result.changed and "Wants concise answers." in workspace.registry.get("alice").text
+        run = workspace.tracker.client.get_run(result.mlflow_run_id)
+        assert run.data.params["update"] == "edit"
+    with pytest.raises(InvalidInputError) as info:
+        CompileOptions.parse(update="patch")
+    assert info.value.field == "update"

@@ -1,0 +1,133 @@
+"""`load_program` and saved programs: the registry fast path, the cache, schema upgrades and clear failures."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import dspy
+import pytest
+
+import persona_agent
+from persona_agent.config import Settings
+from persona_agent.errors import PersonaNotFoundError, ProgramFormatError
+from persona_agent.programs import PersonaAgent, init_persona
+from persona_agent.programs.saved import SCHEMA_VERSION, ProgramFactory, program_document, read_document
+from persona_agent.signatures import CategorizeArticle, PersonalizedRequest
+from persona_agent.testing import ScriptedLM
+from tests.support import LONG, SECRET, SHORT, history, make_workspace
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def workspace(embedder):
+    ws = make_workspace(embedder)
+    ws.store.add("alice", history())
+    yield ws
+    ws.close()
+
+
+def test_the_live_version_loads_from_the_registry_and_follows_promote(workspace):
+    agent = workspace.load_program("alice")
+    assert agent.persona.version == 0 and agent.persona.source == "init"  # the initial persona was made
+    assert workspace.registry.live("alice").version == 0
+    workspace.registry.add("alice", "## User profile\nconcise please\n\n## Agent instructions\nBe brief.", parent=0)
+    with workspace.lm_context():
+        assert agent(request="hi").response == LONG
+    workspace.promote("alice", 1)
+    agent = workspace.load_program("alice")
+    assert agent.persona.version == 1
+    with workspace.lm_context():
+        assert agent(request="hi").response == SHORT
+    assert workspace.load_program("alice", 0).persona.version == 0
+    assert workspace.load_program("alice", "latest").persona.version == 1
+    with pytest.raises(PersonaNotFoundError):
+        workspace.load_program("alice", 7)
+
+
+def test_a_loaded_program_is_the_callers_own_copy_and_warm_loads_hit_the_cache(workspace):
+    first = workspace.load_program("alice")
+    misses = workspace.programs.misses
+    started = time.perf_counter()
+    second = workspace.load_program("alice")
+    warm = time.perf_counter() - started
+    assert workspace.programs.misses == misses and workspace.programs.hits >= 1
+    assert second is not first and warm < 0.05
+    first.respond.demos.append(dspy.Example(request="x", response="y"))  # the caller changes its copy ...
+    assert workspace.load_program("alice").respond.demos == []  # ... the cache does not see it
+
+
+def test_the_package_level_load_program_opens_a_default_workspace(embedder):
+    settings = Settings()
+    ws = make_workspace(embedder)
+    ws.store.add("dora", history(2))
+    ws.close()
+    try:  # the default workspace reads the existing store; nothing here needs its embedder
+        agent = persona_agent.load_program("dora", settings=settings)
+        assert isinstance(agent, PersonaAgent) and agent.user_id == "dora"
+        assert persona_agent.default_workspace(settings) is persona_agent.default_workspace(settings)
+    finally:
+        persona_agent.close_default_workspaces()
+
+
+def test_a_document_round_trips_without_any_lm(embedder):
+    agent = PersonaAgent(CategorizeArticle, user_id="erin", persona=init_persona("erin", "Covers sport."))
+    agent.respond.lm = ScriptedLM({})  # a predictor-level LM, as optimizers sometimes leave
+    agent.respond.lm.kwargs["api_key"] = SECRET
+    document = program_document(agent, scores={"metric_final": 1.0})
+    text = json.dumps(document)
+    assert SECRET not in text and all(document["state"][n]["lm"] is None for n in ("react", "respond"))
+    assert (
+        document["schema_version"] == SCHEMA_VERSION and document["program"]["signature"]["name"] == "CategorizeArticle"
+    )
+    rebuilt = ProgramFactory().build(json.loads(text))
+    assert rebuilt.task_signature is CategorizeArticle and rebuilt.persona == agent.persona
+    assert rebuilt.respond.lm is None
+    assert rebuilt.respond.signature.instructions == agent.respond.signature.instructions
+
+
+def test_a_legacy_schema_1_file_loads():
+    document = read_document(FIXTURES / "program_v1.json")  # what PersonaAgent.save() wrote before
+    assert document["upgraded_from"] == 1 and document["schema_version"] == SCHEMA_VERSION
+    agent = ProgramFactory().build(document)
+    assert agent.user_id == "carol" and agent.task_signature is CategorizeArticle
+    assert (agent.persona.version, agent.persona.parent, agent.persona.source) == (2, 1, "aligned")
+    assert agent.respond.signature.instructions.startswith("## User profile\nWrites about food and travel.")
+    lm = ScriptedLM({"article, trajectory -> category": {"category": "travel"}})
+    with dspy.context(lm=lm):
+        assert agent(article="A quiet island").category == "travel"
+
+
+def test_newer_or_unknown_programs_fail_with_a_clear_message(tmp_path):
+    agent = PersonaAgent(PersonalizedRequest, user_id="fred")
+    document = program_document(agent)
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({**document, "schema_version": SCHEMA_VERSION + 1}))
+    with pytest.raises(ProgramFormatError, match="upgrade persona-agent"):
+        read_document(newer)
+    custom = {
+        **document,
+        "program": {**document["program"], "signature": {"name": "MyTask", "inputs": ["a"], "outputs": ["b"]}},
+    }
+    with pytest.raises(ProgramFormatError, match="signature="):
+        ProgramFactory().build(custom)
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text(json.dumps({"hello": "world"}))
+    with pytest.raises(ProgramFormatError, match="not a saved PersonaAgent program"):
+        read_document(garbage)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ProgramFormatError):
+        read_document(broken)
+
+
+def test_a_saved_file_loads_through_load_program(workspace, tmp_path):
+    agent = workspace.load_program("alice")
+    path = tmp_path / "alice.json"
+    path.write_text(json.dumps(program_document(agent)))
+    loaded = workspace.load_program("alice", path)
+    assert loaded.persona == agent.persona and loaded.store is workspace.store
+    with pytest.raises(ValueError):
+        workspace.load_program("carol", path)

@@ -1,0 +1,138 @@
+"""MLflow tracking: a compile's run holds exactly what the registry holds; no key or LM setting reaches any
+artifact, param or tag; the registered pyfunc (logged from code, no pickle) answers with the LM configured
+where it is loaded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import dspy
+import pytest
+
+from persona_agent.compiling import CompileOptions, compile_user
+from persona_agent.stores.tracking import model_name
+from persona_agent.testing import ScriptedLM
+from tests.support import CONCISE, SECRET, SHORT, history, make_workspace
+
+
+@pytest.fixture
+def workspace(tracking_home, embedder, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    ws = make_workspace(embedder, mlflow_register_models=True)
+    ws.store.add("alice", history())
+    yield ws
+    ws.close()
+
+
+def _run(ws, run_id):
+    return ws.tracker.client.get_run(run_id)
+
+
+def test_a_compile_run_holds_what_the_registry_holds(workspace, tmp_path):
+    result = compile_user(workspace, "alice", CompileOptions(n=3, iterations=1))
+    assert result.changed and result.promoted and result.version == 1 and result.model_version == "1"
+    record = workspace.registry.get("alice", 1)
+    assert record.mlflow_run_id == result.mlflow_run_id
+    run = _run(workspace, result.mlflow_run_id)
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    assert (tags["user_id"], tags["persona_version"], tags["parent_version"]) == ("alice", "1", "0")
+    assert (tags["strategy"], tags["source"]) == ("persona_aligner", "aligned")
+    assert (params["n"], params["iterations"], params["lm"], params["k"]) == ("3", "1", "scripted/lm", "4")
+    assert metrics["lm_calls"] == record.usage["calls"] == result.usage["calls"] > 0
+    assert metrics["total_tokens"] == record.usage["total_tokens"]
+    client = workspace.tracker.client
+    out = tmp_path / "artifacts"
+    client.download_artifacts(result.mlflow_run_id, "", str(out))
+    assert (out / "persona.md").read_text() == record.text == CONCISE
+    assert json.loads((out / "program.json").read_text()) == workspace.registry.program("alice", 1)
+    assert (out / "persona.diff").read_text() == workspace.registry.diff("alice", 0, 1)
+    trace = json.loads((out / "alignment_trace.json").read_text())
+    assert trace["final_persona"]["text"] == CONCISE and trace["user_id"] == "alice"
+    assert not list(out.rglob("*.pkl")) and not list(out.rglob("*.pickle"))
+    assert (out / "model" / "MLmodel").is_file() and (out / "model" / "artifacts" / "program.json").is_file()
+    # a rollback is a version too, with its own run
+    change = workspace.rollback("alice")
+    assert change.record.source == "rollback" and change.record.mlflow_run_id and change.model_version == "2"
+    assert _run(workspace, change.record.mlflow_run_id).data.tags["source"] == "rollback"
+
+
+def test_no_key_or_lm_setting_in_any_artifact_param_or_tag(workspace, tmp_path, tracking_home):
+    compile_user(workspace, "alice", CompileOptions())
+    workspace.rollback("alice")
+    client = workspace.tracker.client
+    runs = client.search_runs([workspace.tracker.experiment_id])
+    assert len(runs) == 2
+    for run in runs:
+        assert SECRET not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+        assert "api_key" not in json.dumps(run.data.params)
+        out = tmp_path / run.info.run_id
+        client.download_artifacts(run.info.run_id, "", str(out))
+        files = [p for p in out.rglob("*") if p.is_file()]
+        assert files
+        for path in files:
+            text = path.read_bytes().decode("utf-8", "replace")
+            assert SECRET not in text and "api_key" not in text, path
+    for mv in client.search_model_versions(f"name = '{model_name('alice')}'"):
+        assert SECRET not in json.dumps(mv.tags) + str(mv.description)
+    # nothing in the tracking database either, nor in the registry's saved programs
+    con = sqlite3.connect(tracking_home / "mlflow.db")
+    for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+        assert SECRET not in json.dumps(con.execute(f"SELECT * FROM {table}").fetchall(), default=str), table
+    for record in workspace.registry.history("alice"):
+        assert SECRET not in json.dumps(workspace.registry.program("alice", record.version))
+
+
+def test_the_champion_loads_as_a_pyfunc_that_uses_the_lm_configured_where_it_is_loaded(workspace, monkeypatch):
+    import mlflow
+
+    compile_user(workspace, "alice", CompileOptions())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace.settings.resolved_tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/persona-alice@champion")
+    loaded_lm = ScriptedLM(
+        {
+            "request, trajectory -> response": lambda call: {
+                "response": "loaded-lm: " + ("concise" if "concise" in call.messages[0]["content"] else "generic")
+            }
+        }
+    )
+    with dspy.context(lm=loaded_lm):
+        rows = model.predict([{"request": "What is new?"}])
+    assert rows == [{"response": "loaded-lm: concise"}]  # the registered persona, answered by the loaded LM
+    assert loaded_lm.calls and "What is new?" in loaded_lm.calls[0].inputs["request"]
+    # the champion follows a rollback
+    workspace.rollback("alice")
+    model = mlflow.pyfunc.load_model("models:/persona-alice@champion")
+    with dspy.context(lm=loaded_lm):
+        assert model.predict([{"request": "again"}]) == [{"response": "loaded-lm: generic"}]
+
+
+def test_load_program_from_mlflow_references(workspace):
+    result = compile_user(workspace, "alice", CompileOptions())
+    for ref in (result.mlflow_run_id, f"runs:/{result.mlflow_run_id}", "models:/persona-alice@champion"):
+        agent = workspace.load_program("alice", ref)
+        assert agent.persona.text == CONCISE and agent.persona.version == 1, ref
+        with workspace.lm_context():
+            assert agent(request="hi").response == SHORT
+    with pytest.raises(ValueError):
+        workspace.load_program("bob", result.mlflow_run_id)  # alice's program is not bob's
+
+
+def test_compiling_without_registration_logs_a_run_but_no_model(tracking_home, embedder):
+    ws = make_workspace(embedder)
+    try:
+        ws.store.add("bob", history())
+        result = compile_user(ws, "bob", CompileOptions())
+        assert result.model_version is None and result.mlflow_run_id
+        files = {f.path for f in ws.tracker.client.list_artifacts(result.mlflow_run_id)}
+        assert files == {"persona.md", "persona.diff", "program.json", "alignment_trace.json"}
+        assert ws.tracker.client.search_registered_models() == []
+        # an unchanged persona is still a run, marked unchanged, and makes no version
+        again = compile_user(ws, "bob", CompileOptions())
+        assert again.version == 1 and not again.changed
+        assert _run(ws, again.mlflow_run_id).data.tags["changed"] == "false"
+        assert [r.version for r in ws.registry.history("bob")] == [0, 1]
+    finally:
+        ws.close()
+    assert Path(tracking_home / "mlartifacts").is_dir() and not Path("mlruns").exists()

@@ -1,0 +1,81 @@
+"""Shared helpers for the registry, tracking, CLI and service tests: a scripted LM whose answers depend on the
+persona it is given, workspaces over a real store, and MLflow tracking in the test's home.
+
+Creating an MLflow sqlite database runs its migrations (seconds), so one migrated database is made per
+session and copied into each test's home.
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from persona_agent.config import Settings
+from persona_agent.testing import ScriptedLM
+from persona_agent.workspace import Workspace
+
+REACT = "request, trajectory -> next_thought, next_tool_name, next_tool_args"
+ANSWER = "request, trajectory -> response"
+LOSS = "persona, request, simulated_response, ground_truth_response -> matches, critique"
+GRADIENT = "persona, losses -> gradient"
+UPDATE = "persona, gradient, max_chars -> new_persona"
+PROFILE = "records, existing_profile, max_words -> profile"
+CONCISE = "## User profile\nWants very concise answers.\n\n## Agent instructions\nAnswer in two words."
+SHORT, LONG = "Short answer.", "A long and detailed answer."
+SECRET = "sk-test-SECRET-0123456789"
+T0 = datetime(2024, 1, 1)
+
+
+def persona_script(new_persona: str = CONCISE) -> dict:
+    """Finish the tool loop at once; answer SHORT when the persona asks for concision, else LONG; the alignment
+    calls propose `new_persona`."""
+
+    def answer(call):
+        return {"response": SHORT if "concise" in call.messages[0]["content"] else LONG}
+
+    return {
+        REACT: {"next_thought": "enough", "next_tool_name": "finish", "next_tool_args": {}},
+        ANSWER: answer,
+        LOSS: {"matches": False, "critique": "The user wanted a much shorter answer."},
+        GRADIENT: {"gradient": "- the user wants concise answers"},
+        UPDATE: {"new_persona": new_persona},
+        PROFILE: {"profile": "Likes brevity."},
+    }
+
+
+def scripted_lm(new_persona: str = CONCISE) -> ScriptedLM:
+    lm = ScriptedLM(persona_script(new_persona))
+    lm.kwargs["api_key"] = SECRET  # as an LM configured with a key would hold it: it must never be saved
+    return lm
+
+
+def history(n: int = 4, response: str = "ok") -> list[dict]:
+    return [{"query": f"question {i}", "response": response, "created_at": T0 + timedelta(days=i)} for i in range(n)]
+
+
+def make_workspace(embedder, lm=None, **settings) -> Workspace:
+    """A workspace in the test's home (PERSONA_AGENT_HOME), over a real store with the session embedder."""
+    return Workspace(Settings(**settings), embedder=embedder, lm=lm if lm is not None else scripted_lm())
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow sqlite database, made once per session."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_home(mlflow_template, tmp_path, monkeypatch) -> Path:
+    """This test's home with a copy of the migrated MLflow database where Settings() expects it."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    shutil.copy(mlflow_template, home / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return home
