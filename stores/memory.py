@@ -453,8 +453,13 @@ class MemoryStore:
         if query is not None:
             vec = self.embedder.encode([query])
         hits = part.search(vec[0], k, before_us=before_us, task=task)
+        objects = part.objects  # records are frozen: build each once per cached partition, then share it
         return [
-            SearchHit.model_construct(interaction=_row_to_interaction(row), score=score, rank=rank)
+            SearchHit.model_construct(
+                interaction=objects.get(row[0]) or objects.setdefault(row[0], _row_to_interaction(row)),
+                score=score,
+                rank=rank,
+            )
             for rank, (row, score) in enumerate(hits)
         ]
 

@@ -30,6 +30,7 @@ class UserPartition:
     tasks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     time_sorted: bool = True
     lock: threading.Lock = field(default_factory=threading.Lock)
+    objects: dict = field(default_factory=dict)  # row id -> the caller's record object, built once per row
 
     def __post_init__(self) -> None:
         self.index = faiss.IndexFlatIP(self.dim)
