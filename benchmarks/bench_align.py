@@ -103,7 +103,8 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
             "batch_after": mean(r["batch_after"]["accuracy"] for r in recs),
             "heldout_before": mean(base[u]["heldout"]["accuracy"] for u in users),
             "heldout_after": mean(r["heldout_after"]["accuracy"] for r in recs),
-            "compile_calls": mean(r["compile"]["usage"]["calls"] for r in recs),
+            "compile_calls": mean(r["compile"]["usage"]["calls"] - r["compile"]["usage"]["cache_hits"] for r in recs),
+            "compile_cache_hits": mean(r["compile"]["usage"]["cache_hits"] for r in recs),
             "compile_tokens": mean(r["compile"]["usage"]["total_tokens"] for r in recs),
             "compile_seconds": mean(r["compile"]["usage"]["seconds"] for r in recs),
             "persona_changed": sum(r["persona_after"] != r["persona_before"] for r in recs),
@@ -112,7 +113,8 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
         rows[strategy] = row
         table.append(
             f"| {strategy} | {row['users']} | {row['batch_before']} | {row['batch_after']} | {row['heldout_before']} "
-            f"| {row['heldout_after']} | {row['compile_calls']} | {row['compile_tokens']} | {row['compile_seconds']} "
+            f"| {row['heldout_after']} | {row['compile_calls']} (+{row['compile_cache_hits']} cached) "
+            f"| {row['compile_tokens']} | {row['compile_seconds']} "
             f"| {row['persona_changed']} | {row['stopped_by_budget']} |"
         )
     md = "\n".join(
@@ -120,7 +122,8 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
             f"# Persona alignment on real users ({meta['task']}, LM `{meta['lm']}`)",
             "",
             f"Budget per compile: {meta['budget']} LM calls (the PersonaAligner's estimate). Held-out: the user's "
-            f"next {meta['heldout']} queries. Accuracy is exact match; calls/tokens/seconds are per compile (means).",
+            f"next {meta['heldout']} queries. Accuracy is exact match; calls/tokens/seconds are per compile (means);"
+            " calls are those charged to the budget, cached ones (answered by DSPy's response cache, free) beside them.",
             "",
             "| strategy | users | batch before | batch after | held-out before | held-out after | calls | tokens "
             "| seconds | persona changed | stopped by budget |",
@@ -149,11 +152,20 @@ def main() -> None:
         help="PersonaAligner's update step; 'edit' for small models, which copy a persona back when asked to rewrite",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_align.json")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the JSON and Markdown from the JSONL")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".persona_agent" / "bench_align")
     args = parser.parse_args()
 
     jsonl = args.out.with_suffix(".jsonl")
     done = load_done(jsonl)
+    if args.report_only:
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+        meta = previous.get("meta") or {"task": "LaMP-2N (HuffPost authors)", "lm": args.lm, "heldout": args.heldout}
+        rows, md = summarize(list(done.values()), meta)
+        args.out.write_text(json.dumps({**previous, "summary": rows}, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(md + "\n")
+        print(md)
+        return
     args.workdir.mkdir(parents=True, exist_ok=True)
     settings = Settings(home=args.workdir)
     lm = make_lm(args.lm, settings=settings)
