@@ -160,9 +160,7 @@ class PersonaAgent(dspy.Module):
 
     def with_persona(self, persona: Persona | str | None) -> PersonaAgent:
         """A copy of this agent steered by `persona`; this agent is left untouched."""
-        agent = self.deepcopy()
-        agent._set_persona(agent._coerce(persona))
-        return agent
+        return self.rebind(self.user_id, persona)
 
     def rebind(self, user_id: str, persona: Persona | str | None = None) -> PersonaAgent:
         """A copy for `user_id` steered by `persona`, sharing this agent's structure (signatures, tools, demos,
