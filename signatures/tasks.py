@@ -11,42 +11,7 @@ from typing import Literal, get_args
 
 import dspy
 
-LAMP_2N_CATEGORIES = (
-    "women",
-    "religion",
-    "politics",
-    "style & beauty",
-    "entertainment",
-    "culture & arts",
-    "sports",
-    "science & technology",
-    "travel",
-    "business",
-    "crime",
-    "education",
-    "healthy living",
-    "parents",
-    "food & drink",
-)
-LAMP_2M_TAGS = (
-    "sci-fi",
-    "based on a book",
-    "comedy",
-    "action",
-    "twist ending",
-    "dystopia",
-    "dark comedy",
-    "classic",
-    "psychology",
-    "fantasy",
-    "romance",
-    "thought-provoking",
-    "social commentary",
-    "violence",
-    "true story",
-)
-LAMP_3_RATINGS = ("1", "2", "3", "4", "5")
-LAMP_1_CHOICES = ("[1]", "[2]")
+from persona_agent.labels import LAMP_1_CHOICES, LAMP_2M_TAGS, LAMP_2N_CATEGORIES, LAMP_3_RATINGS
 
 NewsCategory = Literal[LAMP_2N_CATEGORIES]  # type: ignore[valid-type]
 MovieTag = Literal[LAMP_2M_TAGS]  # type: ignore[valid-type]

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict
 
 from persona_agent.errors import InvalidInputError
+from persona_agent.labels import LAMP_1_CHOICES, LAMP_2M_TAGS, LAMP_2N_CATEGORIES, LAMP_3_RATINGS
 
 
 class MetricKind(StrEnum):
@@ -76,42 +77,11 @@ def _choices(labels: tuple[str, ...]) -> str:
     return "[" + ", ".join(labels) + "]"
 
 
-NEWS_CATEGORIES: tuple[str, ...] = (
-    "women",
-    "religion",
-    "politics",
-    "style & beauty",
-    "entertainment",
-    "culture & arts",
-    "sports",
-    "science & technology",
-    "travel",
-    "business",
-    "crime",
-    "education",
-    "healthy living",
-    "parents",
-    "food & drink",
-)
-MOVIE_TAGS: tuple[str, ...] = (
-    "sci-fi",
-    "based on a book",
-    "comedy",
-    "action",
-    "twist ending",
-    "dystopia",
-    "dark comedy",
-    "classic",
-    "psychology",
-    "fantasy",
-    "romance",
-    "thought-provoking",
-    "social commentary",
-    "violence",
-    "true story",
-)
-RATINGS: tuple[str, ...] = ("1", "2", "3", "4", "5")
-CITATION_CHOICES: tuple[str, ...] = ("[1]", "[2]")
+# LaMP's label sets live in one place, shared with the task signatures.
+NEWS_CATEGORIES = LAMP_2N_CATEGORIES
+MOVIE_TAGS = LAMP_2M_TAGS
+RATINGS = LAMP_3_RATINGS
+CITATION_CHOICES = LAMP_1_CHOICES
 
 LAMP_1 = TaskSpec(
     name="LaMP-1",
