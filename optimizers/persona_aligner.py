@@ -43,6 +43,7 @@ from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import STEP_GUARD, Predict, Steps, run_sync
 from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
 from persona_agent.signatures.tasks import labels_of
+from persona_agent.stores.validation import validate_k
 from persona_agent.usage import track_usage
 
 Metric = Callable[..., float]
@@ -139,8 +140,7 @@ class PersonaAligner(Teleprompter):
     ) -> None:
         super().__init__()
         for name, value in (("n", n), ("iterations", iterations), ("max_persona_chars", max_persona_chars)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(name, value, "must be a positive integer")
+            validate_k(value, name)
         if accept not in ("always", "improve"):
             raise InvalidInputError("accept", accept, "must be 'always' or 'improve'")
         if update not in ("rewrite", "edit"):

@@ -27,7 +27,7 @@ from persona_agent.programs.tools import ALL_TOOLS, ToolContext, make_tools
 from persona_agent.signatures.tasks import PersonalizedRequest
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
-from persona_agent.stores.validation import to_utc_naive, validate_user_id
+from persona_agent.stores.validation import to_utc_naive, validate_k, validate_user_id
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ class PersonaAgent(dspy.Module):
         super().__init__()
         self.task_signature = ensure_signature(signature)
         self.user_id = validate_user_id(user_id)
-        if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
-            raise InvalidInputError("max_iters", max_iters, "must be a positive integer")
+        validate_k(max_iters, "max_iters")
         self.store = store
         self.knowledge = knowledge
         self.max_iters = max_iters

@@ -18,6 +18,7 @@ from persona_agent.programs.steps import Predict, Steps, run_async, run_sync
 from persona_agent.signatures.profile import SummarizeProfile
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.records import Interaction, Profile
+from persona_agent.stores.validation import validate_k
 
 
 def format_records(records: Sequence[Interaction], item_chars: int = 240) -> str:
@@ -50,8 +51,7 @@ class ProfileBuilder(dspy.Module):
     def __init__(self, *, chunk_size: int = 20, max_words: int = 120, max_records: int = 200) -> None:
         super().__init__()
         for name, value in (("chunk_size", chunk_size), ("max_words", max_words), ("max_records", max_records)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(name, value, "must be a positive integer")
+            validate_k(value, name)
         self.chunk_size = chunk_size
         self.max_words = max_words
         self.max_records = max_records
