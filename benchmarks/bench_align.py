@@ -71,14 +71,34 @@ def gradient_of(trace: dict) -> str | None:
     return next((s.get("gradient") for s in steps if s.get("gradient")), None)
 
 
+# Texts an LM wrote from the user's data (profiles, personas, gradients) can quote the data itself (the
+# 1.5B model's profile of one author was a list of their headlines), so they go to a sidecar file that is
+# never committed; the committed JSONL holds labels, scores and costs only.
+PRIVATE = ("profile", "persona", "persona_before", "persona_after", "gradient")
+
+
+def private_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".private.jsonl")
+
+
 def load_done(path: Path) -> dict[tuple[str, str], dict]:
-    done = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[(rec["user_id"], rec["strategy"])] = rec
+    done: dict[tuple[str, str], dict] = {}
+    for file in (path, private_path(path)):
+        if file.exists():
+            for line in file.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    done.setdefault((rec["user_id"], rec["strategy"]), {}).update(rec)
     return done
+
+
+def append(path: Path, record: dict) -> None:
+    public = {k: v for k, v in record.items() if k not in PRIVATE}
+    private = {k: record[k] for k in ("user_id", "strategy", *PRIVATE) if k in record}
+    with path.open("a") as f:
+        f.write(json.dumps(public, default=str) + "\n")
+    with private_path(path).open("a") as f:
+        f.write(json.dumps(private, default=str) + "\n")
 
 
 def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
@@ -107,7 +127,7 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
             "compile_cache_hits": mean(r["compile"]["usage"]["cache_hits"] for r in recs),
             "compile_tokens": mean(r["compile"]["usage"]["total_tokens"] for r in recs),
             "compile_seconds": mean(r["compile"]["usage"]["seconds"] for r in recs),
-            "persona_changed": sum(r["persona_after"] != r["persona_before"] for r in recs),
+            "persona_changed": sum(bool(r["persona_changed"]) for r in recs),
             "stopped_by_budget": sum(str(r["compile"]["stop_reason"]).startswith("budget") for r in recs),
         }
         rows[strategy] = row
@@ -223,9 +243,13 @@ def main() -> None:
                         "batch": evaluate(agent, trainset),
                         "heldout": evaluate(agent, heldout),
                     }
-                    with jsonl.open("a") as f:
-                        f.write(json.dumps(base, default=str) + "\n")
+                    append(jsonl, base)
                     done[(user.user_id, "initial")] = base
+                if "profile" not in base:  # the private sidecar is gone (a fresh checkout): summarise again
+                    profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
+                        store, user.user_id, before=first.timestamp
+                    )
+                    base["profile"] = profile.text
                 persona = init_persona(user.user_id, base["profile"])
                 agent = PersonaAgent(
                     CategorizeArticle,
@@ -255,13 +279,13 @@ def main() -> None:
                         "persona_before": persona.text,
                         "persona_after": compiled.persona.text,
                         "gradient": gradient_of(trace),
+                        "persona_changed": compiled.persona.text != persona.text,
                         "update": args.update if strategy == "persona_aligner" else None,
                         "compile": {"usage": trace["usage"], "stop_reason": trace["stop_reason"]},
                         "batch_after": evaluate(compiled, trainset),
                         "heldout_after": evaluate(compiled, heldout),
                     }
-                    with jsonl.open("a") as f:
-                        f.write(json.dumps(rec, default=str) + "\n")
+                    append(jsonl, rec)
                     done[(user.user_id, strategy)] = rec
                     print(
                         f"[{number}/{len(users)}] {user.user_id} {strategy}: "
