@@ -81,6 +81,9 @@ class CompileResult(BaseModel):
     scores: dict[str, Any]
     usage: dict[str, Any]
     seconds: float
+    trace: dict[str, Any] = Field(default_factory=dict, repr=False)
+    """The alignment trace (per iteration: persona, simulated outputs, losses, gradient, metric, usage), also
+    logged to the MLflow run as `alignment_trace.json`."""
 
 
 @dataclass
@@ -265,6 +268,7 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
         scores=scores,
         usage=usage,
         seconds=round(time.perf_counter() - started, 3),
+        trace=trace,
     )
 
 

@@ -4,6 +4,7 @@ from persona_agent.programs.baselines import ICL, METHODS, PAG, RAG, MemBank, No
 from persona_agent.programs.persona import Persona, init_persona, render_persona
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.profile import ProfileBuilder
+from persona_agent.programs.saved import ProgramSpec
 from persona_agent.programs.tools import ALL_TOOLS, KNOWLEDGE_TOOLS, MEMORY_TOOLS, ToolContext, make_tools
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Persona",
     "PersonaAgent",
     "ProfileBuilder",
+    "ProgramSpec",
     "ToolContext",
     "init_persona",
     "make_method",

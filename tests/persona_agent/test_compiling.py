@@ -3,6 +3,10 @@ that overtakes a running compile."""
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from persona_agent.compiling import (
@@ -46,6 +50,11 @@ def test_compile_registers_promotes_and_answers_with_the_new_persona(workspace):
     assert (result.version, result.parent, result.changed, result.promoted) == (1, 0, True, True)
     assert result.usage["calls"] <= plan.estimate["max_lm_calls"]
     assert workspace.registry.get("alice").text == CONCISE
+    step = result.trace["iterations"][0]  # the trace rides on the result, as logged to MLflow
+    assert len(step["examples"]) == 2 and step["gradient"] and step["accepted"]
+    with tempfile.TemporaryDirectory() as tmp:
+        logged = workspace.tracker.client.download_artifacts(result.mlflow_run_id, "alignment_trace.json", tmp)
+        assert json.loads(Path(logged).read_text(encoding="utf-8")) == json.loads(json.dumps(result.trace))
     answer = workspace.respond("alice", "hi")  # the cache was invalidated by the promote
     assert (answer.text, answer.persona_version) == (SHORT, 1)
     assert workspace.store.count("alice") == 4  # simulations wrote nothing into memory
