@@ -4,6 +4,10 @@ the summary), `results.md` (one table, the paper's figures beside ours) and `res
 Rebuilding from the log is what makes an interrupted-and-resumed run report exactly what an uninterrupted
 one does (up to wall-clock seconds): the JSON holds no timestamps and lists rows in a fixed order.
 
+While a run is partial, methods have answered different queries (floors finish at once, LM methods user by
+user), so their full-run scores are not comparable. The report then also scores every method on the queries
+all of them answered (`paired`): that table, and the chart, are the like-for-like comparison.
+
 Scores are LaMP's official metrics (`metrics.score`); a failed example counts as an empty answer (wrong
 label; the farther rating). Intervals are 95% percentile bootstraps over queries with the run's seed; the
 macro-F1 and RMSE resamples are vectorized here (the same draws as `intervals.bootstrap_interval`, which
@@ -137,6 +141,10 @@ def load_log(run_dir: Path) -> tuple[Row, list[Row], list[Row]]:
     )
 
 
+def _query_key(row: Row) -> tuple[str, str]:
+    return row["user_id"], row["query_id"]
+
+
 def build_results(run_dir: Path) -> dict[str, Any]:
     """The results document of a run folder (see the module docstring)."""
     meta, predictions, setups = load_log(run_dir)
@@ -157,13 +165,30 @@ def build_results(run_dir: Path) -> dict[str, Any]:
     for row in setups:
         by_stage.setdefault(row["stage"], []).append(row)
 
+    def scored(rows: Sequence[Row]) -> dict:
+        preds = ["" if r["prediction"] is None else str(r["prediction"]) for r in rows]
+        return score_with_intervals(task, preds, [str(r["gold"]) for r in rows], seed)
+
+    by_method = {spec.name: [r for r in predictions if r["method"] == spec.name] for spec in METHOD_SPECS}
+    by_method = {name: rows for name, rows in by_method.items() if rows}
+    answered = [{_query_key(r) for r in rows} for rows in by_method.values()]
+    common = set.intersection(*answered) if answered else set()
+    paired = None
+    if any(len(keys) != len(common) for keys in answered):
+        paired = {
+            "n_users": len({user for user, _ in common}),
+            "n_queries": len(common),
+            "metrics": {
+                name: scored([r for r in rows if _query_key(r) in common]) if common else None
+                for name, rows in by_method.items()
+            },
+        }
+
     summary = []
     for spec in METHOD_SPECS:
-        rows = [r for r in predictions if r["method"] == spec.name]
+        rows = by_method.get(spec.name)
         if not rows:
             continue
-        preds = ["" if r["prediction"] is None else str(r["prediction"]) for r in rows]
-        golds = [str(r["gold"]) for r in rows]
         summary.append(
             {
                 "method": spec.name,
@@ -173,7 +198,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
                 "n_queries": len(rows),
                 "n_expected": expected_per_method,
                 "errors": sum(r.get("error") is not None for r in rows),
-                "metrics": score_with_intervals(task, preds, golds, seed),
+                "metrics": scored(rows),
                 "paper": paper_figures(task, spec.name),
                 "per_sample": _costs(rows),
                 "alignment_per_user": _setup_costs(by_stage.get(f"align:{spec.strategy}", []))
@@ -200,6 +225,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "bootstrap": {"unit": "query", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": seed},
         "complete": all(s["n_queries"] == s["n_expected"] for s in summary) and len(summary) == len(meta["methods"]),
         "summary": summary,
+        "paired": paired,
         "profile_per_user": _setup_costs(by_stage.get("profile", [])),
         "totals": {
             "examples": len(predictions),
@@ -275,6 +301,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
+    paired_lines = _paired_table(results, title)
+
     data = results["dataset"]
     profile = results["profile_per_user"]
     totals = results["totals"]
@@ -316,6 +344,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             *lines,
             "",
+            *paired_lines,
             *notes,
             "",
             "Reproduce (resumes where it stopped if rerun):",
@@ -330,6 +359,27 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
 
 
+def _paired_table(results: dict[str, Any], title: Any) -> list[str]:
+    """While a run is partial: every method on the queries all of them answered (empty when complete)."""
+    paired = results.get("paired")
+    if not paired:
+        return []
+    if not paired["n_queries"]:
+        return ["No query has been answered by every method yet: the table above compares different queries.", ""]
+    metrics = results["metrics"]
+    lines = [
+        f"Like for like while the run is partial: every method on the {paired['n_queries']} queries of "
+        f"{paired['n_users']} user{'' if paired['n_users'] == 1 else 's'} that all of them answered.",
+        "",
+        "| method | " + " | ".join(f"{title(m)} [95% CI]" for m in metrics) + " |",
+        "|" + "|".join(["---", *["---:"] * len(metrics)]) + "|",
+    ]
+    for s in results["summary"]:
+        scores = paired["metrics"][s["method"]]
+        lines.append("| " + " | ".join([s["label"], *[_ci(scores[m]) for m in metrics]]) + " |")
+    return [*lines, ""]
+
+
 # -- chart ----------------------------------------------------------------------------------------------
 
 GROUP_COLORS = {"floor": "#9e9e9e", "baseline": "#4c72b0", "ablation": "#8172b2", "persona_agent": "#dd8452"}
@@ -341,7 +391,9 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     metric = results["primary_metric"]
-    summary = results["summary"]
+    paired = results.get("paired")
+    like_for_like = bool(paired and paired["n_queries"])
+    summary = [{**s, "metrics": paired["metrics"][s["method"]]} if like_for_like else s for s in results["summary"]]
     fig = Figure(figsize=(9, 1.9 + 0.42 * max(1, len(summary))), dpi=110)
     FigureCanvasAgg(fig)  # Agg explicitly: no display, no pyplot global state
     ax = fig.add_subplot()
@@ -368,12 +420,11 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
         s["paper"][metric] for s in summary if metric in s["paper"]
     ]
     ax.set_xlim(0, (max(reach, default=0.0) or 1.0) * 1.15)
-    n_queries = max((s["n_queries"] for s in summary), default=0)
-    ax.set_title(
-        f"{results['task']}: {results['title']} — {len(results['users'])} users, {n_queries} queries, "
-        f"LM {results['config']['lm']}",
-        fontsize=10,
-    )
+    if like_for_like:
+        scope = f"partial run: the {paired['n_queries']} queries of {paired['n_users']} users every method answered"
+    else:
+        scope = f"{len(results['users'])} users, {max((s['n_queries'] for s in summary), default=0)} queries"
+    ax.set_title(f"{results['task']}: {results['title']} — {scope}, LM {results['config']['lm']}", fontsize=10)
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     footer = textwrap.fill("reproduce: " + results["command"], 180)

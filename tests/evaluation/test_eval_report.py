@@ -66,7 +66,23 @@ def test_partial_runs_say_so(full_run, tmp_path):
     write_report(run_dir)
     markdown = (run_dir / "results.md").read_text()
     assert "| PersonaAgent + COPRO | " in markdown and " | 1 | 3 of 5 | 0 | " in markdown
-    assert "PARTIAL" in markdown and json.loads((run_dir / "results.json").read_text())["complete"] is False
+    results = json.loads((run_dir / "results.json").read_text())
+    assert "PARTIAL" in markdown and results["complete"] is False
+    # like for like: every method rescored on the 3 queries (alice's) that COPRO reached too
+    paired = results["paired"]
+    assert (paired["n_users"], paired["n_queries"]) == (1, 3)
+    for method in ("majority", "persona_agent"):
+        rows = [r for r in results["predictions"] if r["method"] == method and r["user_id"] == "alice"]
+        accuracy = sum(r["prediction"] == r["gold"] for r in rows) / 3
+        assert paired["metrics"][method]["accuracy"]["estimate"] == pytest.approx(accuracy)
+    assert "every method on the 3 queries of 1 user that all of them answered" in markdown
+    with Image.open(run_dir / "results.png") as image:
+        assert image.format == "PNG"
+
+
+def test_a_complete_run_has_no_paired_table(full_run):
+    assert json.loads(full_run.result.results.read_text())["paired"] is None
+    assert "Like for like" not in full_run.result.markdown.read_text()
 
 
 def test_report_errors_without_a_log(tmp_path):
