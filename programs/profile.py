@@ -46,20 +46,39 @@ class ProfileBuilder(dspy.Module):
         chunk_size: records per LM call (bounded prompts for long histories).
         max_words: the profile's length limit, asked of the LM and enforced after.
         max_records: only the latest this many records are summarised.
+        max_tokens: the LM's output cap per call; default `2 * max_words + 64`. Words past `max_words` are cut
+            anyway, and small models tend to run on to the LM's own limit (the offline model: 768 tokens, over a
+            minute per call on a CPU). Decoding is left to right, so a cap that covers `max_words` words only cuts
+            what the clamp would cut anyway (on one real author: 768 -> 304 completion tokens).
     """
 
-    def __init__(self, *, chunk_size: int = 20, max_words: int = 120, max_records: int = 200) -> None:
+    def __init__(
+        self, *, chunk_size: int = 20, max_words: int = 120, max_records: int = 200, max_tokens: int | None = None
+    ) -> None:
         super().__init__()
-        for name, value in (("chunk_size", chunk_size), ("max_words", max_words), ("max_records", max_records)):
+        max_tokens = 2 * max_words + 64 if max_tokens is None else max_tokens
+        for name, value in (
+            ("chunk_size", chunk_size),
+            ("max_words", max_words),
+            ("max_records", max_records),
+            ("max_tokens", max_tokens),
+        ):
             validate_k(value, name)
         self.chunk_size = chunk_size
         self.max_words = max_words
         self.max_records = max_records
+        self.max_tokens = max_tokens
         self.summarize = dspy.Predict(SummarizeProfile)
 
     def _summarize(self, records: str, existing: str) -> Steps:
         out = yield Predict(
-            self.summarize, {"records": records, "existing_profile": existing, "max_words": self.max_words}
+            self.summarize,
+            {
+                "records": records,
+                "existing_profile": existing,
+                "max_words": self.max_words,
+                "config": {"max_tokens": self.max_tokens},
+            },
         )
         return clamp_words(re.sub(r"\n{3,}", "\n\n", out.profile), self.max_words)
 

@@ -73,8 +73,21 @@ def test_length_is_bounded():
         assert len(ProfileBuilder(max_words=30)(records=[rec]).profile.split()) == 30
 
 
+def test_each_call_caps_the_lms_output_at_what_the_length_limit_keeps():
+    from persona_agent.stores.records import Interaction
+
+    rec = Interaction(id="m", user_id="u", created_at=T0, task=None, query="q", response="r", metadata={})
+    lm = ScriptedLM({"records, existing_profile, max_words -> profile": {"profile": "a short profile"}})
+    with dspy.context(lm=lm):
+        ProfileBuilder(max_words=30)(records=[rec])
+        ProfileBuilder(max_words=30, max_tokens=500)(records=[rec])
+    assert [entry["kwargs"]["max_tokens"] for entry in lm.history] == [2 * 30 + 64, 500]
+
+
 def test_bad_arguments():
     with pytest.raises(InvalidInputError, match="chunk_size"):
         ProfileBuilder(chunk_size=0)
+    with pytest.raises(InvalidInputError, match="max_tokens"):
+        ProfileBuilder(max_tokens=0)
     with pytest.raises(InvalidInputError, match="records"):
         ProfileBuilder()(records=[])
