@@ -424,7 +424,8 @@ def render_chart(results: dict[str, Any], path: Path) -> None:
         scope = f"partial run: the {paired['n_queries']} queries of {paired['n_users']} users every method answered"
     else:
         scope = f"{len(results['users'])} users, {max((s['n_queries'] for s in summary), default=0)} queries"
-    ax.set_title(f"{results['task']}: {results['title']} — {scope}, LM {results['config']['lm']}", fontsize=10)
+    title = f"{results['task']}: {results['title']} — {scope}, LM {results['config']['lm']}"
+    ax.set_title(textwrap.fill(title, 100), fontsize=10)  # a partial run's scope makes it long
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(axis="x", alpha=0.3)
     footer = textwrap.fill("reproduce: " + results["command"], 180)
