@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -359,7 +359,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     )
 
 
-def _paired_table(results: dict[str, Any], title: Any) -> list[str]:
+def _paired_table(results: dict[str, Any], title: Callable[[str], str]) -> list[str]:
     """While a run is partial: every method on the queries all of them answered (empty when complete)."""
     paired = results.get("paired")
     if not paired:
