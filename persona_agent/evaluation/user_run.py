@@ -348,8 +348,7 @@ class UserRun:
             "method": spec.name,
             "user_id": self.user.user_id,
             "query_id": query.id,
-            "query_index": self.user.queries.index(query),
-            "as_of": as_of.isoformat(),
+            "query_index": self.user.queries.index(query),  # no timestamp: results are committed, the data is not
             "memory_items": len(visible),
             "gold": query.output,
             "prediction": prediction,
