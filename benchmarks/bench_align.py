@@ -73,8 +73,9 @@ def gradient_of(trace: dict) -> str | None:
 
 # Texts an LM wrote from the user's data (profiles, personas, gradients) can quote the data itself (the
 # 1.5B model's profile of one author was a list of their headlines), so they go to a sidecar file that is
-# never committed; the committed JSONL holds labels, scores and costs only.
-PRIVATE = ("profile", "persona", "persona_before", "persona_after", "gradient")
+# never committed; the committed JSONL holds labels, scores and costs only, and names users by key
+# (`EvalUser.key`), not by their dataset ids (bylines).
+PRIVATE = ("user_id", "profile", "persona", "persona_before", "persona_after", "gradient")
 
 
 def private_path(path: Path) -> Path:
@@ -88,13 +89,13 @@ def load_done(path: Path) -> dict[tuple[str, str], dict]:
             for line in file.read_text().splitlines():
                 if line.strip():
                     rec = json.loads(line)
-                    done.setdefault((rec["user_id"], rec["strategy"]), {}).update(rec)
+                    done.setdefault((rec["user"], rec["strategy"]), {}).update(rec)
     return done
 
 
 def append(path: Path, record: dict) -> None:
     public = {k: v for k, v in record.items() if k not in PRIVATE}
-    private = {k: record[k] for k in ("user_id", "strategy", *PRIVATE) if k in record}
+    private = {k: record[k] for k in ("user", "strategy", *PRIVATE) if k in record}
     with path.open("a") as f:
         f.write(json.dumps(public, default=str) + "\n")
     with private_path(path).open("a") as f:
@@ -106,10 +107,10 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
     for rec in records:
         if rec["strategy"] != "initial":
             by_strategy.setdefault(rec["strategy"], []).append(rec)
-    base = {r["user_id"]: r for r in records if r["strategy"] == "initial"}
+    base = {r["user"]: r for r in records if r["strategy"] == "initial"}
     rows, table = {}, []
     for strategy, recs in sorted(by_strategy.items()):
-        users = [r["user_id"] for r in recs if r["user_id"] in base]
+        users = [r["user"] for r in recs if r["user"] in base]
         if not users:
             continue
 
@@ -218,7 +219,7 @@ def main() -> None:
                     )
                 trainset = [example(i) for i in user.first_alignment_batch(args.n)]
                 heldout = [example(q) for q in user.queries[: args.heldout]]
-                base = done.get((user.user_id, "initial"))
+                base = done.get((user.key, "initial"))
                 if base is None:
                     with track_usage() as usage:
                         profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
@@ -234,6 +235,7 @@ def main() -> None:
                         allow_updates=False,
                     )
                     base = {
+                        "user": user.key,
                         "user_id": user.user_id,
                         "strategy": "initial",
                         "history": len(memory),
@@ -244,7 +246,7 @@ def main() -> None:
                         "heldout": evaluate(agent, heldout),
                     }
                     append(jsonl, base)
-                    done[(user.user_id, "initial")] = base
+                    done[(user.key, "initial")] = base
                 if "profile" not in base:  # the private sidecar is gone (a fresh checkout): summarise again
                     profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
                         store, user.user_id, before=first.timestamp
@@ -262,7 +264,7 @@ def main() -> None:
                 budget = PersonaAligner(n=args.n).estimate(trainset, student=agent).max_lm_calls
                 meta["budget"] = budget
                 for strategy in args.strategies:
-                    if (user.user_id, strategy) in done:
+                    if (user.key, strategy) in done:
                         continue
                     options: dict[str, Any] = {"n": args.n, "max_lm_calls": budget, "metric": exact_match}
                     if strategy == "persona_aligner":
@@ -274,6 +276,7 @@ def main() -> None:
                     compiled = make_optimizer(strategy, **options).compile(agent, trainset=trainset)
                     trace = compiled.alignment_trace
                     rec = {
+                        "user": user.key,
                         "user_id": user.user_id,
                         "strategy": strategy,
                         "persona_before": persona.text,
@@ -286,7 +289,7 @@ def main() -> None:
                         "heldout_after": evaluate(compiled, heldout),
                     }
                     append(jsonl, rec)
-                    done[(user.user_id, strategy)] = rec
+                    done[(user.key, strategy)] = rec
                     print(
                         f"[{number}/{len(users)}] {user.user_id} {strategy}: "
                         f"held-out {base['heldout']['accuracy']} -> {rec['heldout_after']['accuracy']}",

@@ -5,7 +5,10 @@
   A torn last line (the process died mid-write) is dropped on load and cut from the file.
 - `StateCache` keeps the expensive per-user work (profile, personas and their alignment traces) as one
   JSON file per user, written atomically. It can hold text derived from the data, so its folder gets a
-  `.gitignore` and is never committed; the results log holds ids, labels and costs only.
+  `.gitignore` and is never committed; the results log holds item ids, labels and costs only, and names
+  users by `records.user_key`, not by their dataset ids.
+- Format 1 logs named users by dataset id (`user_id`); `ResultLog.load` rewrites such a log to the current
+  format in place, once, so older runs keep resuming.
 """
 
 from __future__ import annotations
@@ -21,21 +24,49 @@ from typing import Any
 
 from persona_agent.errors import EvalLogError
 from persona_agent.evaluation.builders import slugify_user_id
+from persona_agent.evaluation.records import user_key
 
 logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 RowKey = tuple[str, ...]
 
+LOG_FORMAT = "persona_agent.eval/2"  # results log and results file format
+_FORMAT_1 = "persona_agent.eval/1"
+
 
 def row_key(row: Row) -> RowKey:
     """What a row is about: ("prediction", method, user, query), ("setup", stage, user) or ("meta",)."""
     kind = row.get("kind")
     if kind == "prediction":
-        return ("prediction", row["method"], row["user_id"], row["query_id"])
+        return ("prediction", row["method"], row["user"], row["query_id"])
     if kind == "setup":
-        return ("setup", row["stage"], row["user_id"])
+        return ("setup", row["stage"], row["user"])
     return (str(kind),)
+
+
+def upgrade_rows(rows: list[Row]) -> list[Row] | None:
+    """Format-1 rows in the current format (users named by key), or None when they need no change.
+
+    Raises `EvalLogError` for a format this version does not know (a log written by a newer one)."""
+    formats = {r["format"] for r in rows if r.get("kind") == "meta" and "format" in r}
+    if unknown := formats - {LOG_FORMAT, _FORMAT_1}:
+        raise EvalLogError(f"results log format {sorted(map(str, unknown))} is not one this version reads")
+    if _FORMAT_1 not in formats:
+        return None
+    upgraded = []
+    for row in rows:
+        row = dict(row)
+        if row.get("kind") == "meta":
+            task = row["config"]["task"]
+            row["format"] = LOG_FORMAT
+            row["identity"] = {**row["identity"], "format": LOG_FORMAT}
+            row["users"] = [user_key(task, u) for u in row["users"]]
+            row["queries"] = {user_key(task, u): ids for u, ids in row["queries"].items()}
+        elif "user_id" in row:
+            row["user"] = user_key(row["task"], row.pop("user_id"))
+        upgraded.append(row)
+    return upgraded
 
 
 def latest_rows(rows: Iterable[Row]) -> dict[RowKey, Row]:
@@ -54,7 +85,22 @@ class ResultLog:
         self._lock = threading.Lock()
 
     def load(self) -> list[Row]:
-        """Every complete row, oldest first; a torn last line is removed from the file."""
+        """Every complete row, oldest first; a torn last line is removed, a format-1 log upgraded in place."""
+        rows = self._read()
+        upgraded = upgrade_rows(rows)
+        if upgraded is None:
+            return rows
+        text = "".join(self._line(row) for row in upgraded)
+        with self._lock:
+            write_text_atomic(self.path, text)
+        logger.info("upgraded %s to %s (users named by key)", self.path, LOG_FORMAT)
+        return upgraded
+
+    @staticmethod
+    def _line(row: Row) -> str:
+        return json.dumps(row, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+
+    def _read(self) -> list[Row]:
         if not self.path.is_file():
             return []
         data = self.path.read_bytes()
@@ -78,7 +124,7 @@ class ResultLog:
         return rows
 
     def append(self, row: Row) -> None:
-        line = json.dumps(row, ensure_ascii=False, sort_keys=True, allow_nan=False) + "\n"
+        line = self._line(row)
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:

@@ -28,13 +28,14 @@ from persona_agent.evaluation.amazon import build_amazon_ratings
 from persona_agent.evaluation.huffpost import build_huffpost_categories, build_huffpost_headlines
 from persona_agent.evaluation.metrics import rating_value, rouge_per_example
 from persona_agent.evaluation.movielens import build_movielens_tags
+from persona_agent.evaluation.persist import LOG_FORMAT
 from persona_agent.evaluation.records import EvalDataset
 from persona_agent.evaluation.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4, TASKS, MetricKind, TaskSpec, get_task
 from persona_agent.optimizers.metrics import exact_match
 from persona_agent.signatures.tasks import CategorizeArticle, GenerateHeadline, RateReview, TagMovie
 
 Builder = Callable[..., EvalDataset]
-FORMAT = "persona_agent.eval/1"  # results log and results file format
+FORMAT = LOG_FORMAT  # results log and results file format
 
 
 @dataclass(frozen=True)

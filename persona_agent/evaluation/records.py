@@ -8,6 +8,7 @@ keeps retrieval and alignment from seeing the answer or anything written at the 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -40,6 +41,17 @@ class Item(BaseModel):
     def __hash__(self) -> int:
         # `fields` is a dict, so pydantic's frozen hash would fail; these parts identify an item.
         return hash((self.id, self.order, self.input, self.output))
+
+
+def user_key(task: str, user_id: str) -> str:
+    """The name a user goes by in committed results: a digest of (task, user id), not the id itself.
+
+    Dataset user ids (bylines, reviewer ids) are part of the data, which is never committed; a results log
+    still needs a stable per-user key to score and resume. Anyone holding the data can recompute the key,
+    so it hides nothing from them; it keeps the ids out of the repository. The task is hashed in so that
+    one person's keys do not link across tasks.
+    """
+    return "u-" + hashlib.sha256(f"{task}\x00{user_id}".encode()).hexdigest()[:12]
 
 
 class EvalUser(BaseModel):
@@ -78,6 +90,11 @@ class EvalUser(BaseModel):
                         f"user {self.user_id!r}: order and timestamp disagree",
                     )
         return self
+
+    @property
+    def key(self) -> str:
+        """This user's name in results logs (`user_key`)."""
+        return user_key(self.task, self.user_id)
 
     @property
     def timeline(self) -> tuple[Item, ...]:

@@ -142,7 +142,7 @@ def load_log(run_dir: Path) -> tuple[Row, list[Row], list[Row]]:
 
 
 def _query_key(row: Row) -> tuple[str, str]:
-    return row["user_id"], row["query_id"]
+    return row["user"], row["query_id"]
 
 
 def build_results(run_dir: Path) -> dict[str, Any]:
@@ -157,10 +157,10 @@ def build_results(run_dir: Path) -> dict[str, Any]:
     order = {name: i for i, name in enumerate(METHODS_BY_NAME)}
     user_order = {u: i for i, u in enumerate(users)}
     predictions = sorted(
-        (r for r in predictions if r["user_id"] in user_order),
-        key=lambda r: (order.get(r["method"], len(order)), user_order[r["user_id"]], r["query_index"]),
+        (r for r in predictions if r["user"] in user_order),
+        key=lambda r: (order.get(r["method"], len(order)), user_order[r["user"]], r["query_index"]),
     )
-    setups = sorted(setups, key=lambda r: (r["stage"], user_order.get(r["user_id"], len(user_order))))
+    setups = sorted(setups, key=lambda r: (r["stage"], user_order.get(r["user"], len(user_order))))
     by_stage: dict[str, list[Row]] = {}
     for row in setups:
         by_stage.setdefault(row["stage"], []).append(row)
@@ -194,7 +194,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
                 "method": spec.name,
                 "label": method_label(spec, task),
                 "group": spec.group,
-                "n_users": len({r["user_id"] for r in rows}),
+                "n_users": len({r["user"] for r in rows}),
                 "n_queries": len(rows),
                 "n_expected": expected_per_method,
                 "errors": sum(r.get("error") is not None for r in rows),

@@ -99,8 +99,8 @@ def _meta(config: RunConfig, dataset: EvalDataset, users: Sequence[EvalUser], me
         "kind": "meta",
         "format": FORMAT,
         "identity": config.identity(),
-        "users": [u.user_id for u in users],
-        "queries": {u.user_id: [q.id for q in u.queries] for u in users},
+        "users": [u.key for u in users],
+        "queries": {u.key: [q.id for q in u.queries] for u in users},
         "methods": list(methods),
         "command": config.command(methods),
         "run_dir": str(config.run_dir),
@@ -162,7 +162,7 @@ def run_evaluation(
         log.append(meta)
 
     def pending(spec: MethodSpec, user: EvalUser, query: Item) -> bool:
-        row = done.get(("prediction", spec.name, user.user_id, query.id))
+        row = done.get(("prediction", spec.name, user.key, query.id))
         return row is None or (retry_errors and row.get("error") is not None)
 
     specs = [METHODS_BY_NAME[m] for m in config.methods]

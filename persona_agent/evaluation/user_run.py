@@ -203,13 +203,13 @@ class UserRun:
     def _setup_row(self, stage: str, entry: dict[str, Any], *, fresh: bool, **extra: Any) -> None:
         """Record a set-up's cost: when it was just computed, or when the log lacks it (a crash between
         saving the state and writing the row)."""
-        if not fresh and ("setup", stage, self.user.user_id) in self.run.done:
+        if not fresh and ("setup", stage, self.user.key) in self.run.done:
             return
         row = {
             "kind": "setup",
             "task": self.setup.task.name,
             "stage": stage,
-            "user_id": self.user.user_id,
+            "user": self.user.key,
             "error": entry.get("error"),
             **entry["usage"],
             **extra,
@@ -346,9 +346,9 @@ class UserRun:
             "kind": "prediction",
             "task": self.setup.task.name,
             "method": spec.name,
-            "user_id": self.user.user_id,
+            "user": self.user.key,  # not the dataset id: results are committed, the data is not
             "query_id": query.id,
-            "query_index": self.user.queries.index(query),  # no timestamp: results are committed, the data is not
+            "query_index": self.user.queries.index(query),  # no timestamp, for the same reason
             "memory_items": len(visible),
             "gold": query.output,
             "prediction": prediction,

@@ -15,7 +15,7 @@ from persona_agent.errors import InvalidInputError
 from persona_agent.evaluation.cli import eval_app
 from persona_agent.evaluation.moviekb import movie_documents, movie_knowledge_base
 from persona_agent.evaluation.plan import METHOD_SPECS, alignment_metric, parse_methods, task_setup
-from persona_agent.evaluation.records import EvalUser, Item
+from persona_agent.evaluation.records import EvalUser, Item, user_key
 from persona_agent.evaluation.runner import RunConfig, alignment_examples, item_time, sample_users
 from persona_agent.evaluation.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.signatures import TagMovie
@@ -126,7 +126,7 @@ def test_eval_run_command_on_a_small_data_folder(tmp_path):
     run_dir = tmp_path / "out" / "lamp3" / "local-5u-2q-seed0"
     results = json.loads((run_dir / "results.json").read_text())
     # U1: memory 5, 4, 4 (mean 4.333), queries 3 and 5; U2 has 2 items before its queries: too few (< 3)
-    assert results["users"] == ["U1"]
+    assert results["users"] == [user_key("LaMP-3", "U1")]
     assert [p["prediction"] for p in results["predictions"]] == ["4.333333", "4.333333"]
     assert results["summary"][0]["metrics"]["MAE"]["estimate"] == pytest.approx((1.333333 + 0.666667) / 2, 1e-6)
     assert {"results.md", "results.png", "predictions.jsonl"} <= {p.name for p in run_dir.iterdir()}

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from persona_agent.evaluation.cli import eval_app
 from persona_agent.evaluation.intervals import bootstrap_interval
 from persona_agent.evaluation.metrics import metric_function
+from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.report import N_RESAMPLES, score_with_intervals, write_report
 from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
 
@@ -61,7 +62,8 @@ def test_partial_runs_say_so(full_run, tmp_path):
     run_dir = tmp_path / "partial"
     run_dir.mkdir()
     lines = full_run.result.log.read_text().splitlines()
-    kept = [line for line in lines if '"method": "persona_agent+copro"' not in line or '"user_id": "alice"' in line]
+    alice = user_key("LaMP-2N", "alice")
+    kept = [line for line in lines if '"method": "persona_agent+copro"' not in line or f'"user": "{alice}"' in line]
     (run_dir / "predictions.jsonl").write_text("\n".join(kept) + "\n")
     write_report(run_dir)
     markdown = (run_dir / "results.md").read_text()
@@ -72,7 +74,7 @@ def test_partial_runs_say_so(full_run, tmp_path):
     paired = results["paired"]
     assert (paired["n_users"], paired["n_queries"]) == (1, 3)
     for method in ("majority", "persona_agent"):
-        rows = [r for r in results["predictions"] if r["method"] == method and r["user_id"] == "alice"]
+        rows = [r for r in results["predictions"] if r["method"] == method and r["user"] == alice]
         accuracy = sum(r["prediction"] == r["gold"] for r in rows) / 3
         assert paired["metrics"][method]["accuracy"]["estimate"] == pytest.approx(accuracy)
     assert "every method on the 3 queries of 1 user that all of them answered" in markdown

@@ -4,6 +4,7 @@ query's future (or its own time) reaches any prompt, failures are rows, and a re
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from persona_agent.errors import EvalAbortedError, EvalRunMismatchError
 from persona_agent.evaluation.plan import METHOD_SPECS
+from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
 from persona_agent.testing import ScriptedLM
 
@@ -220,3 +222,38 @@ def test_methods_can_be_added_to_a_run_by_rerunning_with_more(tmp_path):
     results = json.loads(more.results.read_text())
     assert [s["method"] for s in results["summary"]] == ["majority", "nearest", "rag"] and results["complete"]
     assert "--methods majority,nearest,rag " in results["command"]
+
+
+def test_logs_name_users_by_key_and_a_format_1_log_still_resumes(full_run, tmp_path):
+    """Dataset ids stay out of the committed files; a log written before keys existed resumes with nothing
+    redone and reports the same results."""
+    alice, bob = user_key("LaMP-2N", "alice"), user_key("LaMP-2N", "bob")
+    log_text = full_run.result.log.read_text()
+    results = _results(full_run)
+    assert "alice" not in log_text and "bob" not in log_text
+    assert {p["user"] for p in results["predictions"]} == {alice, bob} and results["users"] == [alice, bob]
+
+    ids = {alice: "alice", bob: "bob"}  # rewrite the log as format 1 wrote it
+    old_rows = []
+    for row in map(json.loads, log_text.splitlines()):
+        if row["kind"] == "meta":
+            row = {
+                **row,
+                "format": "persona_agent.eval/1",
+                "identity": {**row["identity"], "format": "persona_agent.eval/1"},
+            }
+            row["users"] = [ids[u] for u in row["users"]]
+            row["queries"] = {ids[u]: q for u, q in row["queries"].items()}
+        else:
+            row["user_id"] = ids[row.pop("user")]
+        old_rows.append(row)
+    run_dir = tmp_path / "lamp2n" / full_run.result.run_dir.name
+    shutil.copytree(full_run.result.run_dir, run_dir)
+    (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old_rows))
+
+    config = RunConfig(task="lamp2n", users=5, queries=3, methods="all", lm="scripted/lm", out=tmp_path, **FAST)
+    resumed = run_evaluation(
+        config, dataset=news_dataset(), lm=ScriptedLM({}), embedder=WordsEmbedder(), progress=False
+    )
+    assert (resumed.rows_written, resumed.rows_skipped) == (0, 75)
+    assert json.loads(resumed.results.read_text())["predictions"] == results["predictions"]
