@@ -8,6 +8,9 @@ While a run is partial, methods have answered different queries (floors finish a
 user), so their full-run scores are not comparable. The report then also scores every method on the queries
 all of them answered (`paired`): that table, and the chart, are the like-for-like comparison.
 
+Beside the means, PersonaAgent meets every other method query by query (`head_to_head`): wins, losses, ties
+and a sign test, which say where it gains and where it loses when the means are close.
+
 Scores are LaMP's official metrics (`metrics.score`); a failed example counts as an empty answer (wrong
 label; the farther rating). Intervals are 95% percentile bootstraps over queries with the run's seed; the
 macro-F1 and RMSE resamples are vectorized here (the same draws as `intervals.bootstrap_interval`, which
@@ -28,6 +31,7 @@ import numpy as np
 
 from persona_agent.errors import EvalLogError
 from persona_agent.evaluation.floors import round_rating
+from persona_agent.evaluation.head_to_head import REFERENCE, head_to_head
 from persona_agent.evaluation.intervals import bootstrap_mean_interval
 from persona_agent.evaluation.metrics import label_index, lower_is_better, rating_value, rouge_per_example, score
 from persona_agent.evaluation.persist import ResultLog, Row, latest_rows, write_text_atomic
@@ -206,6 +210,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
                 else None,
             }
         )
+    matchups = head_to_head(task, by_method, REFERENCE)
     metric_names = [*task.metric_names, *([ROUNDED] if task.metric_kind is MetricKind.REGRESSION else [])]
     run_path = meta.get("run_dir") or str(run_dir)
     return {
@@ -226,6 +231,9 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "complete": all(s["n_queries"] == s["n_expected"] for s in summary) and len(summary) == len(meta["methods"]),
         "summary": summary,
         "paired": paired,
+        "head_to_head": None
+        if matchups is None
+        else {"reference": REFERENCE, "matchups": [m.as_dict() for m in matchups]},
         "profile_per_user": _setup_costs(by_stage.get("profile", [])),
         "totals": {
             "examples": len(predictions),
@@ -301,7 +309,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
-    paired_lines = _paired_table(results, title)
+    paired_lines = _paired_table(results, title) + _head_to_head_table(results, task)
 
     data = results["dataset"]
     profile = results["profile_per_user"]
@@ -377,6 +385,30 @@ def _paired_table(results: dict[str, Any], title: Callable[[str], str]) -> list[
     for s in results["summary"]:
         scores = paired["metrics"][s["method"]]
         lines.append("| " + " | ".join([s["label"], *[_ci(scores[m]) for m in metrics]]) + " |")
+    return [*lines, ""]
+
+
+def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
+    """PersonaAgent against each method, query by query (`head_to_head`)."""
+    h2h = results.get("head_to_head")
+    if not h2h:
+        return []
+    labels = {s["method"]: s["label"] for s in results["summary"]}
+    better = {
+        MetricKind.CLASSIFICATION: "right where the other is wrong",
+        MetricKind.REGRESSION: "a smaller rating error",
+    }.get(task.metric_kind, "a higher ROUGE-L")
+    reference = labels[h2h["reference"]]
+    lines = [
+        f"{reference} against each method, query by query, on the queries both answered: a win is {better}, "
+        "a loss the reverse; p is the two-sided exact sign test on wins against losses (ties left out).",
+        "",
+        f"| {reference} vs | queries | wins | losses | ties | sign test p |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for m in h2h["matchups"]:
+        cells = [labels[m["method"]], str(m["n"]), str(m["wins"]), str(m["losses"]), str(m["ties"])]
+        lines.append("| " + " | ".join([*cells, f"{m['p_value']:.3f}"]) + " |")
     return [*lines, ""]
 
 

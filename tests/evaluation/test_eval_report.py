@@ -22,7 +22,10 @@ from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
 def test_markdown_table_holds_our_numbers_and_the_papers(full_run):
     results = json.loads(full_run.result.results.read_text())
     markdown = full_run.result.markdown.read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown.splitlines() if line.startswith("| ")}
+    rows: dict[str, str] = {}
+    for line in markdown.splitlines():  # the first table: the head-to-head one below repeats the labels
+        if line.startswith("| "):
+            rows.setdefault(line.split(" | ")[0].lstrip("| "), line)
     majority = next(s for s in results["summary"] if s["method"] == "majority")
     interval = majority["metrics"]["accuracy"]
     assert rows["user majority label (floor)"].startswith(
@@ -113,3 +116,17 @@ def test_vectorized_intervals_equal_the_reference_bootstrap(seed):
         assert np.allclose(
             [ours[name]["estimate"], ours[name]["low"], ours[name]["high"]], [ref.estimate, ref.low, ref.high]
         )
+
+
+def test_head_to_head_agrees_with_the_accuracies(full_run):
+    """Per query, PersonaAgent's wins minus losses against a method is its accuracy gap times the queries."""
+    results = json.loads(full_run.result.results.read_text())
+    h2h = results["head_to_head"]
+    accuracy = {s["method"]: s["metrics"]["accuracy"]["estimate"] for s in results["summary"]}
+    others = [s["method"] for s in results["summary"] if s["method"] != "persona_agent"]
+    assert h2h["reference"] == "persona_agent" and [m["method"] for m in h2h["matchups"]] == others
+    for m in h2h["matchups"]:
+        assert m["n"] == 5 and m["wins"] + m["losses"] + m["ties"] == 5
+        assert m["wins"] - m["losses"] == round((accuracy["persona_agent"] - accuracy[m["method"]]) * 5)
+    markdown = full_run.result.markdown.read_text()
+    assert "| PersonaAgent vs | queries | wins | losses | ties | sign test p |" in markdown

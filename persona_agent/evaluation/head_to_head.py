@@ -1,0 +1,91 @@
+"""PersonaAgent against each other method, query by query: where it wins and where it loses.
+
+Two methods with the same accuracy can have got different queries right, and a table of means hides
+that. On the queries both methods answered, each pair of answers is a win (PersonaAgent scored better),
+a loss or a tie. The two-sided exact sign test on wins against losses says how likely so lopsided a
+split is by chance. Ties carry no information about which method is better and are left out, as in
+McNemar's test. A failed example scores as an empty answer, as in the report's tables.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from persona_agent.evaluation.metrics import label_index, rating_value, rouge_per_example
+from persona_agent.evaluation.tasks import MetricKind, TaskSpec
+
+REFERENCE = "persona_agent"
+_TIE = 1e-9
+
+Row = dict[str, Any]
+
+
+def example_scores(task: TaskSpec, predictions: Sequence[str], golds: Sequence[str]) -> list[float]:
+    """One score per example, higher is better: 1/0 for the right label (after LaMP's normalization),
+    minus the absolute rating error (a non-numeric rating at the farther of 1 and 5), or ROUGE-L."""
+    if task.metric_kind is MetricKind.CLASSIFICATION:
+        return [
+            float(label_index(p, task.labels) == label_index(g, task.labels) >= 0)
+            for p, g in zip(predictions, golds, strict=True)
+        ]
+    if task.metric_kind is MetricKind.REGRESSION:
+        return [-abs(rating_value(p, g) - float(g)) for p, g in zip(predictions, golds, strict=True)]
+    return [rouge_l for _, rouge_l in rouge_per_example(predictions, golds)]
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact binomial p-value of `wins` against `losses` under "either is equally likely"."""
+    if wins < 0 or losses < 0:
+        raise ValueError(f"counts must be >= 0, got wins={wins}, losses={losses}")
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class Matchup:
+    """The reference method against `method` on the `n` queries both answered."""
+
+    method: str
+    n: int
+    wins: int
+    losses: int
+    ties: int
+    p_value: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _scored(task: TaskSpec, rows: Sequence[Row]) -> dict[tuple[str, str], float]:
+    keys = [(r["user"], r["query_id"]) for r in rows]
+    predictions = ["" if r["prediction"] is None else str(r["prediction"]) for r in rows]
+    return dict(zip(keys, example_scores(task, predictions, [str(r["gold"]) for r in rows]), strict=True))
+
+
+def head_to_head(
+    task: TaskSpec, by_method: Mapping[str, Sequence[Row]], reference: str = REFERENCE
+) -> list[Matchup] | None:
+    """`reference` against every other method in `by_method` (prediction rows per method, in the order
+    given); None when the reference has no rows."""
+    if not by_method.get(reference):
+        return None
+    mine = _scored(task, by_method[reference])
+    matchups = []
+    for method, rows in by_method.items():
+        if method == reference:
+            continue
+        theirs = _scored(task, rows)
+        common = [key for key in mine if key in theirs]
+        diffs = [mine[key] - theirs[key] for key in common]
+        wins = sum(d > _TIE for d in diffs)
+        losses = sum(d < -_TIE for d in diffs)
+        matchups.append(
+            Matchup(method, len(common), wins, losses, len(common) - wins - losses, sign_test(wins, losses))
+        )
+    return matchups
