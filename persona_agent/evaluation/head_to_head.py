@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from persona_agent.evaluation.metrics import label_index, rating_value, rouge_per_example
+from persona_agent.evaluation.metrics import label_index, rating_errors, rouge_per_example
 from persona_agent.evaluation.tasks import MetricKind, TaskSpec
 
 REFERENCE = "persona_agent"
@@ -32,7 +32,7 @@ def example_scores(task: TaskSpec, predictions: Sequence[str], golds: Sequence[s
             for p, g in zip(predictions, golds, strict=True)
         ]
     if task.metric_kind is MetricKind.REGRESSION:
-        return [-abs(rating_value(p, g) - float(g)) for p, g in zip(predictions, golds, strict=True)]
+        return [-abs(error) for error in rating_errors(predictions, golds)]
     return [rouge_l for _, rouge_l in rouge_per_example(predictions, golds)]
 
 

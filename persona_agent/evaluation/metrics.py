@@ -106,20 +106,21 @@ def _gold_rating(gold: object) -> float:
     return value
 
 
-def _errors(predictions: Sequence[Any], golds: Sequence[Any]) -> list[float]:
+def rating_errors(predictions: Sequence[Any], golds: Sequence[Any]) -> list[float]:
+    """Signed error of each rating prediction against its gold, as MAE and RMSE see it."""
     _pairs(predictions, golds)
     return [rating_value(p, g) - _gold_rating(g) for p, g in zip(predictions, golds, strict=True)]
 
 
 def mae(predictions: Sequence[Any], golds: Sequence[Any]) -> float:
     """Mean absolute error of ratings (non-numeric predictions as LaMP scores them)."""
-    errors = _errors(predictions, golds)
+    errors = rating_errors(predictions, golds)
     return sum(abs(e) for e in errors) / len(errors)
 
 
 def rmse(predictions: Sequence[Any], golds: Sequence[Any]) -> float:
     """Root mean squared error of ratings (non-numeric predictions as LaMP scores them)."""
-    errors = _errors(predictions, golds)
+    errors = rating_errors(predictions, golds)
     return math.sqrt(sum(e * e for e in errors) / len(errors))
 
 

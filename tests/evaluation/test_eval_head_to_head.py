@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from persona_agent.errors import InvalidInputError
 from persona_agent.evaluation.head_to_head import Matchup, example_scores, head_to_head, sign_test
 from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, LAMP_4
 
@@ -39,6 +40,11 @@ def test_example_scores_follow_the_official_metrics():
     assert example_scores(LAMP_3, ["4", "", "1.5"], ["5", "2", "2"]) == [-1.0, -3.0, -0.5]
     (rouge_l,) = example_scores(LAMP_4, ["city approves bike lanes"], ["council approves bike lanes"])
     assert rouge_l == pytest.approx(0.75)
+
+
+def test_a_non_numeric_rating_gold_is_refused_as_by_the_metrics():
+    with pytest.raises(InvalidInputError, match="golds"):
+        example_scores(LAMP_3, ["4"], ["four"])
 
 
 def _row(user: str, query: str, prediction: str | None, gold: str) -> dict:
