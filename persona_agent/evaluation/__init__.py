@@ -11,7 +11,9 @@ The runner is imported from its modules, not re-exported here (it loads DSPy and
 - `plan`: task set-ups, the compared methods (baselines, ablations, alignment strategies, no-LM floors)
   and the paper's figures; `floors`: the no-LM floors; `moviekb`: the LaMP-2M knowledge base.
 - `runner`: `RunConfig`, `run_evaluation` (resumable: `persist`'s results log and per-user state cache).
-- `report`: results JSON, Markdown table and PNG chart from a run's log; `cli`: `persona-agent eval`.
+- `report`: results JSON, Markdown table and PNG chart from a run's log, with `head_to_head` (PersonaAgent
+  against each method, query by query) and `alignment_effect` (what each alignment strategy changed);
+  `cli`: `persona-agent eval`.
 """
 
 from persona_agent.evaluation.amazon import build_amazon_ratings

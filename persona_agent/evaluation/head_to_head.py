@@ -62,7 +62,8 @@ class Matchup:
         return asdict(self)
 
 
-def _scored(task: TaskSpec, rows: Sequence[Row]) -> dict[tuple[str, str], float]:
+def scored_by_query(task: TaskSpec, rows: Sequence[Row]) -> dict[tuple[str, str], float]:
+    """`example_scores` of prediction rows, keyed by (user, query id)."""
     keys = [(r["user"], r["query_id"]) for r in rows]
     predictions = ["" if r["prediction"] is None else str(r["prediction"]) for r in rows]
     return dict(zip(keys, example_scores(task, predictions, [str(r["gold"]) for r in rows]), strict=True))
@@ -75,12 +76,12 @@ def head_to_head(
     given); None when the reference has no rows."""
     if not by_method.get(reference):
         return None
-    mine = _scored(task, by_method[reference])
+    mine = scored_by_query(task, by_method[reference])
     matchups = []
     for method, rows in by_method.items():
         if method == reference:
             continue
-        theirs = _scored(task, rows)
+        theirs = scored_by_query(task, rows)
         common = [key for key in mine if key in theirs]
         diffs = [mine[key] - theirs[key] for key in common]
         wins = sum(d > _TIE for d in diffs)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from persona_agent.errors import EvalLogError
+from persona_agent.evaluation.alignment_effect import UNALIGNED, alignment_effects
 from persona_agent.evaluation.floors import round_rating
 from persona_agent.evaluation.head_to_head import REFERENCE, head_to_head
 from persona_agent.evaluation.intervals import bootstrap_mean_interval
@@ -211,6 +212,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
             }
         )
     matchups = head_to_head(task, by_method, REFERENCE)
+    effects = alignment_effects(task, by_method, by_stage)
     metric_names = [*task.metric_names, *([ROUNDED] if task.metric_kind is MetricKind.REGRESSION else [])]
     run_path = meta.get("run_dir") or str(run_dir)
     return {
@@ -234,6 +236,7 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "head_to_head": None
         if matchups is None
         else {"reference": REFERENCE, "matchups": [m.as_dict() for m in matchups]},
+        "alignment_effects": [e.as_dict() for e in effects],
         "profile_per_user": _setup_costs(by_stage.get("profile", [])),
         "totals": {
             "examples": len(predictions),
@@ -309,7 +312,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
-    paired_lines = _paired_table(results, title) + _head_to_head_table(results, task)
+    paired_lines = _paired_table(results, title) + _head_to_head_table(results, task) + _alignment_effect_table(results)
 
     data = results["dataset"]
     profile = results["profile_per_user"]
@@ -409,6 +412,29 @@ def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
     for m in h2h["matchups"]:
         cells = [labels[m["method"]], str(m["n"]), str(m["wins"]), str(m["losses"]), str(m["ties"])]
         lines.append("| " + " | ".join([*cells, f"{m['p_value']:.3f}"]) + " |")
+    return [*lines, ""]
+
+
+def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
+    """Per alignment strategy: personas changed, how alignment stopped, answers changed (`alignment_effect`)."""
+    effects = results.get("alignment_effects")
+    if not effects:
+        return []
+    labels = {s["method"]: s["label"] for s in results["summary"]}
+    unaligned = labels.get(UNALIGNED, UNALIGNED)
+    lines = [
+        f"What alignment did: personas it changed (of the users aligned), how each alignment stopped, and, on the "
+        f"queries both answered, the answers that differ from {unaligned} (the same agent under the unaligned "
+        "persona) and whether they scored better or worse.",
+        "",
+        "| method | users aligned | personas changed | failed | stopped by | queries | answers changed | better | worse |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for e in effects:
+        stops = ", ".join(f"{reason} {n}" for reason, n in e["stop_reasons"].items()) or "—"
+        cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
+        counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
+        lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
     return [*lines, ""]
 
 

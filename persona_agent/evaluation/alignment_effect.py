@@ -1,0 +1,84 @@
+"""What alignment did, per strategy: how many personas it changed, why it stopped, and which answers it changed.
+
+A mean accuracy cannot say whether alignment did anything: an aligner that leaves every persona as it was
+scores exactly like `no_alignment`, and one that rewrites every persona can too. This compares each aligned
+PersonaAgent with the same agent under the unaligned persona (`no_alignment`), query by query, and counts
+from the alignment set-up rows how many personas changed (`persona_version > 0`: `Persona.revise` bumps the
+version only when the text changes) and how each alignment stopped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from persona_agent.evaluation.head_to_head import scored_by_query
+from persona_agent.evaluation.plan import METHOD_SPECS
+from persona_agent.evaluation.tasks import TaskSpec
+
+UNALIGNED = "no_alignment"
+_TIE = 1e-9
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AlignmentEffect:
+    """One alignment strategy's effect, as PersonaAgent `method` under it.
+
+    `queries` are those both `method` and `no_alignment` answered; of them `answers_changed` got a different
+    answer, which scored `better` or `worse` (the rest of the changed answers scored the same, e.g. one wrong
+    label for another).
+    """
+
+    strategy: str
+    method: str
+    users: int
+    personas_changed: int
+    failed: int
+    stop_reasons: dict[str, int]
+    queries: int
+    answers_changed: int
+    better: int
+    worse: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def alignment_effects(
+    task: TaskSpec, by_method: Mapping[str, Sequence[Row]], setups_by_stage: Mapping[str, Sequence[Row]]
+) -> list[AlignmentEffect]:
+    """One entry per PersonaAgent strategy with predictions or alignment set-up rows, in `METHOD_SPECS` order."""
+    unaligned_rows = by_method.get(UNALIGNED, ())
+    unaligned = {(r["user"], r["query_id"]): r for r in unaligned_rows}
+    unaligned_scores = scored_by_query(task, unaligned_rows) if unaligned_rows else {}
+    effects = []
+    for spec in METHOD_SPECS:
+        if spec.group != "persona_agent" or spec.persona != "aligned" or spec.strategy is None:
+            continue
+        rows = by_method.get(spec.name, ())
+        setups = setups_by_stage.get(f"align:{spec.strategy}", ())
+        if not rows and not setups:
+            continue
+        scores = scored_by_query(task, rows) if rows else {}
+        common = [r for r in rows if (r["user"], r["query_id"]) in unaligned]
+        changed = [r for r in common if r["prediction"] != unaligned[r["user"], r["query_id"]]["prediction"]]
+        diffs = [scores[key] - unaligned_scores[key] for key in ((r["user"], r["query_id"]) for r in changed)]
+        effects.append(
+            AlignmentEffect(
+                strategy=spec.strategy,
+                method=spec.name,
+                users=len(setups),
+                personas_changed=sum((r.get("persona_version") or 0) > 0 for r in setups),
+                failed=sum(r.get("error") is not None for r in setups),
+                stop_reasons=dict(sorted(Counter(str(r.get("stop_reason")) for r in setups).items())),
+                queries=len(common),
+                answers_changed=len(changed),
+                better=sum(d > _TIE for d in diffs),
+                worse=sum(d < -_TIE for d in diffs),
+            )
+        )
+    return effects

@@ -1,0 +1,84 @@
+"""What alignment did: personas changed, stop reasons, answers changed against the unaligned agent."""
+
+from __future__ import annotations
+
+import json
+
+from persona_agent.evaluation.alignment_effect import AlignmentEffect, alignment_effects
+from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3
+
+
+def _row(method: str, query: str, prediction: str | None, gold: str, user: str = "u") -> dict:
+    return {"method": method, "user": user, "query_id": query, "prediction": prediction, "gold": gold}
+
+
+def _setup(user: str, version: int, stop: str, error: str | None = None) -> dict:
+    return {"user": user, "persona_version": version, "stop_reason": stop, "error": error}
+
+
+def test_counts_against_the_unaligned_agent_by_hand():
+    gold = {"q1": "politics", "q2": "sports", "q3": "business", "q4": "politics"}
+    unaligned = [_row("no_alignment", q, p, gold[q]) for q, p in [("q1", "sports"), ("q2", "sports"), ("q3", "crime")]]
+    aligned = [
+        _row("persona_agent", q, p, gold[q])
+        # q1 fixed, q2 broken (a failed answer scores as wrong), q3 one wrong label for another, q4 not compared
+        for q, p in [("q1", "politics"), ("q2", None), ("q3", "travel"), ("q4", "politics")]
+    ]
+    setups = {
+        "align:persona_aligner": [
+            _setup("u", 1, "completed"),
+            _setup("v", 0, "all_match"),
+            _setup("w", 0, "completed"),
+            _setup("x", 0, "None", error="LMError: boom"),
+        ]
+    }
+    by_method = {"no_alignment": unaligned, "persona_agent": aligned}
+    assert alignment_effects(LAMP_2N, by_method, setups) == [
+        AlignmentEffect(
+            strategy="persona_aligner",
+            method="persona_agent",
+            users=4,
+            personas_changed=1,
+            failed=1,
+            stop_reasons={"None": 1, "all_match": 1, "completed": 2},
+            queries=3,
+            answers_changed=3,
+            better=1,
+            worse=1,
+        )
+    ]
+
+
+def test_each_strategy_is_reported_on_its_own_and_absent_ones_are_left_out():
+    unaligned = [_row("no_alignment", "q1", "4", "4"), _row("no_alignment", "q2", "2", "4")]
+    gepa = [_row("persona_agent+gepa", "q1", "4", "4"), _row("persona_agent+gepa", "q2", "5", "4")]
+    setups = {"align:gepa": [_setup("u", 2, "completed")]}
+    effects = alignment_effects(LAMP_3, {"no_alignment": unaligned, "persona_agent+gepa": gepa}, setups)
+    # q2: 2 -> 5 against gold 4 is a rating error of 2 -> 1: better
+    assert [(e.method, e.personas_changed, e.queries, e.answers_changed, e.better, e.worse) for e in effects] == [
+        ("persona_agent+gepa", 1, 2, 1, 1, 0)
+    ]
+    # without the unaligned agent there is nothing to compare answers with, but the set-up is still counted
+    alone = alignment_effects(LAMP_3, {"persona_agent+gepa": gepa}, setups)
+    assert (alone[0].users, alone[0].queries, alone[0].answers_changed) == (1, 0, 0)
+    assert alignment_effects(LAMP_3, {"no_alignment": unaligned}, {}) == []
+
+
+def test_the_report_prints_what_alignment_did(full_run):
+    results = json.loads(full_run.result.results.read_text())
+    predictions = {(r["method"], r["user"], r["query_id"]): r["prediction"] for r in results["predictions"]}
+    setups = [r for r in results["setup"] if r["stage"] == "align:persona_aligner"]
+    effect = next(e for e in results["alignment_effects"] if e["method"] == "persona_agent")
+    changed = sum(
+        prediction != predictions[("no_alignment", user, query)]
+        for (method, user, query), prediction in predictions.items()
+        if method == "persona_agent"
+    )
+    answered = next(s for s in results["summary"] if s["method"] == "persona_agent")["n_queries"]
+    assert effect["users"] == len(setups) == len(results["users"]) and effect["queries"] == answered > 0
+    assert effect["answers_changed"] == changed
+    assert effect["personas_changed"] == sum(r["persona_version"] > 0 for r in setups)
+    assert sum(effect["stop_reasons"].values()) == len(setups)
+    assert (
+        f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | 0 | " in full_run.result.markdown.read_text()
+    )
