@@ -431,7 +431,7 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
         "|---|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for e in effects:
-        stops = ", ".join(f"{reason} {n}" for reason, n in e["stop_reasons"].items()) or "—"
+        stops = ", ".join(f"{reason} × {n}" for reason, n in e["stop_reasons"].items()) or "—"
         cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
