@@ -14,12 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from persona_agent.evaluation.head_to_head import scored_by_query
+from persona_agent.evaluation.head_to_head import count_signs, scored_by_query
 from persona_agent.evaluation.plan import METHOD_SPECS
 from persona_agent.evaluation.tasks import TaskSpec
 
 UNALIGNED = "no_alignment"
-_TIE = 1e-9
 
 Row = dict[str, Any]
 
@@ -67,6 +66,7 @@ def alignment_effects(
         common = [r for r in rows if (r["user"], r["query_id"]) in unaligned]
         changed = [r for r in common if r["prediction"] != unaligned[r["user"], r["query_id"]]["prediction"]]
         diffs = [scores[key] - unaligned_scores[key] for key in ((r["user"], r["query_id"]) for r in changed)]
+        better, worse = count_signs(diffs)
         effects.append(
             AlignmentEffect(
                 strategy=spec.strategy,
@@ -77,8 +77,8 @@ def alignment_effects(
                 stop_reasons=dict(sorted(Counter(str(r.get("stop_reason")) for r in setups).items())),
                 queries=len(common),
                 answers_changed=len(changed),
-                better=sum(d > _TIE for d in diffs),
-                worse=sum(d < -_TIE for d in diffs),
+                better=better,
+                worse=worse,
             )
         )
     return effects

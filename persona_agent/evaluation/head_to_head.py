@@ -36,6 +36,11 @@ def example_scores(task: TaskSpec, predictions: Sequence[str], golds: Sequence[s
     return [rouge_l for _, rouge_l in rouge_per_example(predictions, golds)]
 
 
+def count_signs(diffs: Sequence[float]) -> tuple[int, int]:
+    """(positive, negative) score differences; a difference within float rounding of 0 is a tie."""
+    return sum(d > _TIE for d in diffs), sum(d < -_TIE for d in diffs)
+
+
 def sign_test(wins: int, losses: int) -> float:
     """Two-sided exact binomial p-value of `wins` against `losses` under "either is equally likely"."""
     if wins < 0 or losses < 0:
@@ -84,8 +89,7 @@ def head_to_head(
         theirs = scored_by_query(task, rows)
         common = [key for key in mine if key in theirs]
         diffs = [mine[key] - theirs[key] for key in common]
-        wins = sum(d > _TIE for d in diffs)
-        losses = sum(d < -_TIE for d in diffs)
+        wins, losses = count_signs(diffs)
         matchups.append(
             Matchup(method, len(common), wins, losses, len(common) - wins - losses, sign_test(wins, losses))
         )

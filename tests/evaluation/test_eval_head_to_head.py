@@ -7,8 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from persona_agent.errors import InvalidInputError
-from persona_agent.evaluation.head_to_head import Matchup, example_scores, head_to_head, sign_test
+from persona_agent.evaluation.head_to_head import Matchup, count_signs, example_scores, head_to_head, sign_test
 from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, LAMP_4
+
+
+def test_count_signs_treats_float_rounding_as_a_tie():
+    # 0.1 + 0.2 - 0.3 is 5.6e-17, not 0: two equal ROUGE scores computed in different orders must tie
+    assert count_signs([0.1 + 0.2 - 0.3, 0.5, -0.25, 0.0, -1e-12]) == (1, 1)
+    assert count_signs([]) == (0, 0)
 
 
 def test_sign_test_against_hand_computed_values():
