@@ -266,6 +266,11 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _p_value(p: float) -> str:
+    """Three decimals, but never `0.000`: an exact sign test's p is positive, however small."""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
 def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
@@ -411,7 +416,7 @@ def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
     ]
     for m in h2h["matchups"]:
         cells = [labels[m["method"]], str(m["n"]), str(m["wins"]), str(m["losses"]), str(m["ties"])]
-        lines.append("| " + " | ".join([*cells, f"{m['p_value']:.3f}"]) + " |")
+        lines.append("| " + " | ".join([*cells, _p_value(m["p_value"])]) + " |")
     return [*lines, ""]
 
 

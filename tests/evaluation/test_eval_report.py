@@ -12,10 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from persona_agent.evaluation.cli import eval_app
+from persona_agent.evaluation.head_to_head import sign_test
 from persona_agent.evaluation.intervals import bootstrap_interval
 from persona_agent.evaluation.metrics import metric_function
 from persona_agent.evaluation.records import user_key
-from persona_agent.evaluation.report import N_RESAMPLES, score_with_intervals, write_report
+from persona_agent.evaluation.report import N_RESAMPLES, _p_value, score_with_intervals, write_report
 from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
 
 
@@ -130,3 +131,11 @@ def test_head_to_head_agrees_with_the_accuracies(full_run):
         assert m["wins"] - m["losses"] == round((accuracy["persona_agent"] - accuracy[m["method"]]) * 5)
     markdown = full_run.result.markdown.read_text()
     assert "| PersonaAgent vs | queries | wins | losses | ties | sign test p |" in markdown
+
+
+def test_a_tiny_sign_test_p_never_prints_as_zero():
+    """36 wins to 8 losses gives p = 2.5e-5: the table must say `<0.001`, not a `0.000` that reads as impossible."""
+    assert 0 < sign_test(36, 8) < 0.001
+    assert _p_value(sign_test(36, 8)) == "<0.001"
+    assert _p_value(sign_test(18, 5)) == "0.011"
+    assert _p_value(1.0) == "1.000"
