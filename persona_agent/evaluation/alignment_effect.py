@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from persona_agent.evaluation.head_to_head import count_signs, scored_by_query
+from persona_agent.evaluation.head_to_head import count_signs, same_profile, scored_by_query
 from persona_agent.evaluation.plan import METHOD_SPECS
 from persona_agent.evaluation.tasks import TaskSpec
 
@@ -27,9 +27,11 @@ Row = dict[str, Any]
 class AlignmentEffect:
     """One alignment strategy's effect, as PersonaAgent `method` under it.
 
-    `queries` are those both `method` and `no_alignment` answered; of them `answers_changed` got a different
-    answer, which scored `better` or `worse` (the rest of the changed answers scored the same, e.g. one wrong
-    label for another).
+    `queries` are those both `method` and `no_alignment` answered under the same build of the user's profile;
+    of them `answers_changed` got a different answer, which scored `better` or `worse` (the rest of the changed
+    answers scored the same, e.g. one wrong label for another). `profile_mismatch` more were answered by both
+    under different builds of the profile (a resumed run rebuilt it), so a changed answer there may come from the
+    profile rather than from alignment: they are left out.
     """
 
     strategy: str
@@ -42,6 +44,7 @@ class AlignmentEffect:
     answers_changed: int
     better: int
     worse: int
+    profile_mismatch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,7 +66,8 @@ def alignment_effects(
         if not rows and not setups:
             continue
         scores = scored_by_query(task, rows) if rows else {}
-        common = [r for r in rows if (r["user"], r["query_id"]) in unaligned]
+        both = [r for r in rows if (r["user"], r["query_id"]) in unaligned]
+        common = [r for r in both if same_profile(r, unaligned[r["user"], r["query_id"]])]
         changed = [r for r in common if r["prediction"] != unaligned[r["user"], r["query_id"]]["prediction"]]
         diffs = [scores[key] - unaligned_scores[key] for key in ((r["user"], r["query_id"]) for r in changed)]
         better, worse = count_signs(diffs)
@@ -79,6 +83,7 @@ def alignment_effects(
                 answers_changed=len(changed),
                 better=better,
                 worse=worse,
+                profile_mismatch=len(both) - len(common),
             )
         )
     return effects

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from persona_agent.evaluation.metrics import label_index, rating_errors, rouge_per_example
+from persona_agent.evaluation.plan import METHODS_BY_NAME
 from persona_agent.evaluation.tasks import MetricKind, TaskSpec
 
 REFERENCE = "persona_agent"
+PROFILE_GENERATION = "profile_generation"
 _TIE = 1e-9
 
 Row = dict[str, Any]
@@ -52,9 +54,19 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def same_profile(a: Row, b: Row) -> bool:
+    """Whether two answers to one query are like for like: not when both read the user's profile (directly
+    or through a persona built from it) under different builds of it (`report.load_log` numbers the builds)."""
+    specs = [METHODS_BY_NAME.get(r.get("method", "")) for r in (a, b)]
+    if not all(spec is not None and spec.needs_profile for spec in specs):
+        return True
+    return a.get(PROFILE_GENERATION, 1) == b.get(PROFILE_GENERATION, 1)
+
+
 @dataclass(frozen=True)
 class Matchup:
-    """The reference method against `method` on the `n` queries both answered."""
+    """The reference method against `method` on the `n` queries both answered under the same profile;
+    `profile_mismatch` more were answered by both under different builds of the user's profile, left out."""
 
     method: str
     n: int
@@ -62,6 +74,7 @@ class Matchup:
     losses: int
     ties: int
     p_value: float
+    profile_mismatch: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,15 +95,19 @@ def head_to_head(
     if not by_method.get(reference):
         return None
     mine = scored_by_query(task, by_method[reference])
+    my_rows = {(r["user"], r["query_id"]): r for r in by_method[reference]}
     matchups = []
     for method, rows in by_method.items():
         if method == reference:
             continue
         theirs = scored_by_query(task, rows)
-        common = [key for key in mine if key in theirs]
+        their_rows = {(r["user"], r["query_id"]): r for r in rows}
+        both = [key for key in mine if key in theirs]
+        common = [key for key in both if same_profile(my_rows[key], their_rows[key])]
         diffs = [mine[key] - theirs[key] for key in common]
         wins, losses = count_signs(diffs)
+        ties = len(common) - wins - losses
         matchups.append(
-            Matchup(method, len(common), wins, losses, len(common) - wins - losses, sign_test(wins, losses))
+            Matchup(method, len(common), wins, losses, ties, sign_test(wins, losses), len(both) - len(common))
         )
     return matchups

@@ -69,6 +69,11 @@ def upgrade_rows(rows: list[Row]) -> list[Row] | None:
     return upgraded
 
 
+def text_digest(text: str | None) -> str | None:
+    """A short fingerprint of a derived text (a profile) for the committed log, which never holds the text."""
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def latest_rows(rows: Iterable[Row]) -> dict[RowKey, Row]:
     """The last row for each key, in first-seen order."""
     latest: dict[RowKey, Row] = {}

@@ -9,7 +9,9 @@ user), so their full-run scores are not comparable. The report then also scores 
 all of them answered (`paired`): that table, and the chart, are the like-for-like comparison.
 
 Beside the means, PersonaAgent meets every other method query by query (`head_to_head`): wins, losses, ties
-and a sign test, which say where it gains and where it loses when the means are close.
+and a sign test, which say where it gains and where it loses when the means are close. Two answers that both
+read the user's profile are compared only when made under the same build of it: a resumed run whose `state/`
+is gone rebuilds the profile, and the LM may write it differently (`_number_profile_builds`).
 
 Scores are LaMP's official metrics (`metrics.score`); a failed example counts as an empty answer (wrong
 label; the farther rating). Intervals are 95% percentile bootstraps over queries with the run's seed; the
@@ -32,7 +34,7 @@ import numpy as np
 from persona_agent.errors import EvalLogError
 from persona_agent.evaluation.alignment_effect import UNALIGNED, alignment_effects
 from persona_agent.evaluation.floors import round_rating
-from persona_agent.evaluation.head_to_head import REFERENCE, head_to_head
+from persona_agent.evaluation.head_to_head import PROFILE_GENERATION, REFERENCE, head_to_head
 from persona_agent.evaluation.intervals import bootstrap_mean_interval
 from persona_agent.evaluation.metrics import label_index, lower_is_better, rating_value, rouge_per_example, score
 from persona_agent.evaluation.persist import ResultLog, Row, latest_rows, write_text_atomic
@@ -123,27 +125,59 @@ def _costs(rows: Sequence[Row]) -> dict[str, float]:
 
 
 def _setup_costs(rows: Sequence[Row]) -> dict[str, Any] | None:
+    """Mean costs per build; `builds` exceeds `users` when a resumed run rebuilt a lost set-up."""
     if not rows:
         return None
-    return {"users": len(rows), "errors": sum(r.get("error") is not None for r in rows), **_costs(rows)}
+    return {
+        "users": len({r["user"] for r in rows}),
+        "builds": len(rows),
+        "errors": sum(r.get("error") is not None for r in rows),
+        **_costs(rows),
+    }
 
 
 # -- results --------------------------------------------------------------------------------------------
 
 
+def _number_profile_builds(rows: Sequence[Row]) -> list[Row]:
+    """The rows, those that depend on the user's profile tagged with `PROFILE_GENERATION` when it is not 1.
+
+    A user's profile is built once and cached in the run folder's `state/`; a resumed run that finds the
+    cache gone builds it again (a new `profile` set-up row), and the local LM need not write the same text
+    twice. Rows written after the k-th distinct build of a user's profile were made under build k, so log order
+    numbers them, old logs included; a rebuild whose `profile_sha` equals the previous build's is the same
+    profile. Rows of the first build stay untagged."""
+    builds: dict[str, int] = {}
+    digests: dict[str, str | None] = {}
+    out = []
+    for row in rows:
+        user = row.get("user")
+        if row.get("kind") == "setup" and row.get("stage") == "profile":
+            digest = row.get("profile_sha")
+            if user not in builds or digest is None or digest != digests[user]:
+                builds[user] = builds.get(user, 0) + 1
+            digests[user] = digest
+        spec = METHODS_BY_NAME.get(row.get("method", ""))
+        reads_profile = row.get("kind") == "setup" or (spec is not None and spec.needs_profile)
+        generation = builds.get(user, 1)
+        out.append({**row, PROFILE_GENERATION: generation} if reads_profile and generation > 1 else row)
+    return out
+
+
 def load_log(run_dir: Path) -> tuple[Row, list[Row], list[Row]]:
-    """(the last meta row, prediction rows, setup rows) of a run folder; the last row for each key wins."""
+    """(the last meta row, prediction rows, setup rows) of a run folder.
+
+    The last row for each prediction wins (a retried failure replaces the failed row). Every set-up row is
+    kept: the runner writes one again only when it recomputed that set-up (its cached copy in `state/` was
+    gone), and that work cost LM time beside the first."""
     log = ResultLog(Path(run_dir) / "predictions.jsonl")
     rows = log.load()
     metas = [r for r in rows if r.get("kind") == "meta"]
     if not metas:
         raise EvalLogError(f"{log.path}: no run metadata; is this an evaluation run folder?")
-    latest = latest_rows(r for r in rows if r.get("kind") != "meta").values()
-    return (
-        metas[-1],
-        [r for r in latest if r.get("kind") == "prediction"],
-        [r for r in latest if r.get("kind") == "setup"],
-    )
+    numbered = _number_profile_builds([r for r in rows if r.get("kind") != "meta"])
+    predictions = latest_rows(r for r in numbered if r.get("kind") == "prediction").values()
+    return metas[-1], list(predictions), [r for r in numbered if r.get("kind") == "setup"]
 
 
 def _query_key(row: Row) -> tuple[str, str]:
@@ -342,7 +376,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         "- Costs per sample exclude per-user set-up: "
         + (
             f"the semantic-memory profile took {_num(profile['calls'])} LM calls and {profile['seconds']:.1f} s per "
-            f"user ({profile['errors']} failed)"
+            + (
+                f"build ({profile['errors']} failed; {profile['builds']} builds for {profile['users']} users: a "
+                "resumed run rebuilds a profile whose cached copy in `state/` is gone)"
+                if profile["builds"] > profile["users"]
+                else f"user ({profile['errors']} failed)"
+            )
             if profile
             else "no profile was built"
         )
@@ -417,7 +456,21 @@ def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
     for m in h2h["matchups"]:
         cells = [labels[m["method"]], str(m["n"]), str(m["wins"]), str(m["losses"]), str(m["ties"])]
         lines.append("| " + " | ".join([*cells, _p_value(m["p_value"])]) + " |")
-    return [*lines, ""]
+    return [*lines, "", *_profile_mismatch_note(h2h["matchups"], labels)]
+
+
+def _profile_mismatch_note(entries: Sequence[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    """Say which comparisons left out queries answered under different builds of a user's profile."""
+    left_out = [
+        f"{labels.get(e['method'], e['method'])} {e['profile_mismatch']}" for e in entries if e.get("profile_mismatch")
+    ]
+    if not left_out:
+        return []
+    return [
+        "Left out above (queries both answered, but under different builds of the user's profile, rebuilt when "
+        "a resumed run found the run folder's `state/` gone): " + ", ".join(left_out) + ".",
+        "",
+    ]
 
 
 def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
@@ -440,7 +493,7 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
         cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
-    return [*lines, ""]
+    return [*lines, "", *_profile_mismatch_note(effects, labels)]
 
 
 # -- chart ----------------------------------------------------------------------------------------------

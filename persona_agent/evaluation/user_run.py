@@ -10,12 +10,15 @@ Per user (each step for a reason):
    falls back to the initial persona, with its error in the set-up row.
 4. Up to `queries` queries answered by every method, one results row per (method, user, query), with
    the prediction, gold, LM calls, tokens, seconds and any error.
-The profile and personas are cached per user (`StateCache`), so a resumed run does not redo them.
+The profile and personas are cached per user (`StateCache`), so a resumed run does not redo them. When that
+cache is gone (it is never committed) they are rebuilt with a warning, and the profile row's `profile_sha`
+lets the report tell a rebuilt profile the LM wrote differently from the first.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import tempfile
 import threading
 import time
@@ -30,7 +33,7 @@ from rich.progress import Progress
 
 from persona_agent.errors import EvalAbortedError, InvalidInputError, PersonaAgentError, UnknownUserError
 from persona_agent.evaluation.floors import majority_prediction, nearest_label
-from persona_agent.evaluation.persist import ResultLog, Row, StateCache, row_key
+from persona_agent.evaluation.persist import ResultLog, Row, StateCache, row_key, text_digest
 from persona_agent.evaluation.plan import MethodSpec, TaskSetup, alignment_metric
 from persona_agent.evaluation.records import EvalUser, Item
 from persona_agent.evaluation.run_config import RunConfig
@@ -41,6 +44,8 @@ from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.usage import UsageReport, track_usage
+
+logger = logging.getLogger(__name__)
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # time of an item without a timestamp: EPOCH + `order` days
 
@@ -220,6 +225,14 @@ class UserRun:
         cached = self.state.get("profile")
         fresh = cached is None
         if fresh:
+            if ("setup", "profile", self.user.key) in self.run.done:
+                logger.warning(
+                    "%s: the log holds rows made under this user's profile, but its cached copy in %s is gone; "
+                    "building it again. The LM may write another profile: the report compares answers only "
+                    "with those made under the same build.",
+                    self.user.key,
+                    self.run.state.directory,
+                )
             self.run.status(f"{self.user.user_id} · profile")
             builder = ProfileBuilder(max_records=self.config.profile_records)
             started = time.perf_counter()
@@ -236,7 +249,7 @@ class UserRun:
             self.run.state.save(self.user.user_id, self.state)
         elif cached.get("text"):
             self.store.set_profile(self.user.user_id, cached["text"])  # a fresh store: restore semantic memory
-        self._setup_row("profile", cached, fresh=fresh)
+        self._setup_row("profile", cached, fresh=fresh, profile_sha=text_digest(cached.get("text")))
         return cached.get("text")
 
     def _optimizer(self, strategy: str, log_dir: str) -> Any:

@@ -159,7 +159,7 @@ def _from_context(field: str):
     return answer
 
 
-def news_lm() -> ScriptedLM:
+def news_lm(profile: str = "Writes about politics and, now and then, the arts.") -> ScriptedLM:
     """Answers every signature the runner's methods, profile builder and three strategies call."""
     proposal = {"proposed_instruction": NEW_PERSONA, "proposed_prefix_for_output_field": "Category:"}
     return ScriptedLM(
@@ -169,7 +169,7 @@ def news_lm() -> ScriptedLM:
             "article, user_profile, user_history -> category": _from_context("user_history"),
             REACT: _react,
             ANSWER: _from_context("trajectory"),
-            PROFILE: {"profile": "Writes about politics and, now and then, the arts."},
+            PROFILE: {"profile": profile},
             "persona, request, simulated_response, ground_truth_response -> matches, critique": {
                 "matches": False,
                 "critique": "The user files gallery pieces under culture & arts.",

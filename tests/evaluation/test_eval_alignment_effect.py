@@ -82,3 +82,16 @@ def test_the_report_prints_what_alignment_did(full_run):
     assert (
         f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | 0 | " in full_run.result.markdown.read_text()
     )
+
+
+def test_answers_under_another_profile_build_are_not_counted_as_alignment_effects():
+    gold = {"q1": "politics", "q2": "sports"}
+    unaligned = [_row("no_alignment", "q1", "sports", "politics"), _row("no_alignment", "q2", "sports", "sports")]
+    # q2's aligned answer came after the user's profile was rebuilt: its change may be the profile's doing
+    gepa = [
+        _row("persona_agent+gepa", "q1", "politics", gold["q1"]),
+        {**_row("persona_agent+gepa", "q2", "crime", gold["q2"]), "profile_generation": 2},
+    ]
+    (effect,) = alignment_effects(LAMP_2N, {"no_alignment": unaligned, "persona_agent+gepa": gepa}, {})
+    assert (effect.queries, effect.answers_changed, effect.better, effect.worse) == (1, 1, 1, 0)
+    assert effect.profile_mismatch == 1

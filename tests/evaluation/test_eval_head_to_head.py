@@ -77,3 +77,28 @@ def test_rating_ties_are_equal_errors():
     mine = [_row("u", "q1", "3", "4"), _row("u", "q2", "4", "4")]
     other = [_row("u", "q1", "5", "4"), _row("u", "q2", "2", "4")]
     assert head_to_head(LAMP_3, {"persona_agent": mine, "nearest": other}) == [Matchup("nearest", 2, 1, 0, 1, 1.0)]
+
+
+def test_answers_under_different_profile_builds_are_left_out_only_where_both_read_the_profile():
+    """A resumed run that rebuilt a user's profile made its later answers under another profile: PersonaAgent
+    meets a profile-reading method only on answers of the same build, a floor on every query."""
+    gold = {"q1": "politics", "q2": "sports", "q3": "crime"}
+
+    def rows(method: str, answers: dict[str, str], rebuilt: set[str] = frozenset()) -> list[dict]:
+        out = []
+        for query, prediction in answers.items():
+            row = {"method": method, **_row("u", query, prediction, gold[query])}
+            out.append({**row, "profile_generation": 2} if query in rebuilt else row)
+        return out
+
+    mine = rows("persona_agent", {"q1": "politics", "q2": "politics", "q3": "crime"}, rebuilt={"q2", "q3"})
+    unaligned = rows("no_alignment", {"q1": "sports", "q2": "sports", "q3": "crime"}, rebuilt={"q3"})
+    floor = rows("majority", {"q1": "sports", "q2": "sports", "q3": "sports"}, rebuilt={"q1", "q2", "q3"})
+    matchups = head_to_head(LAMP_2N, {"persona_agent": mine, "no_alignment": unaligned, "majority": floor})
+    by_method = {m.method: m for m in matchups}
+    # q1 (build 1 both) and q3 (build 2 both) compare; q2 (build 2 against 1) is left out
+    assert (by_method["no_alignment"].n, by_method["no_alignment"].wins, by_method["no_alignment"].ties) == (2, 1, 1)
+    assert by_method["no_alignment"].profile_mismatch == 1
+    # the floor reads no profile, so its tag (whatever it is) never splits a pair
+    assert (by_method["majority"].n, by_method["majority"].profile_mismatch) == (3, 0)
+    assert (by_method["majority"].wins, by_method["majority"].losses) == (2, 1)

@@ -257,3 +257,51 @@ def test_logs_name_users_by_key_and_a_format_1_log_still_resumes(full_run, tmp_p
     )
     assert (resumed.rows_written, resumed.rows_skipped) == (0, 75)
     assert json.loads(resumed.results.read_text())["predictions"] == results["predictions"]
+
+
+def test_a_lost_state_folder_rebuilds_profiles_and_the_report_compares_like_with_like(tmp_path, caplog):
+    """`state/` is not committed: a resume that finds it gone must say so, keep the first build's cost, and
+    not credit alignment with answers that changed because the LM wrote the rebuilt profile differently."""
+
+    def run(methods: str, lm: ScriptedLM):
+        config = RunConfig(task="lamp2n", users=5, queries=3, methods=methods, lm="scripted/lm", out=tmp_path, **FAST)
+        return run_evaluation(config, dataset=news_dataset(), lm=lm, embedder=WordsEmbedder(), progress=False)
+
+    first = run("floors,no_alignment", news_lm())
+    shutil.rmtree(first.run_dir / "state")
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+        second = run("floors,no_alignment,persona_agent", news_lm(profile="Follows culture and the arts."))
+    results = json.loads(second.results.read_text())
+    users = results["users"]
+    assert all(any(u in m and "cached copy" in m for m in caplog.messages) for u in users)
+
+    profiles = [r for r in results["setup"] if r["stage"] == "profile"]
+    assert Counter(r["user"] for r in profiles) == dict.fromkeys(users, 2)  # both builds' costs are kept
+    assert len({r["profile_sha"] for r in profiles}) == 2
+    assert (results["profile_per_user"]["users"], results["profile_per_user"]["builds"]) == (len(users), 2 * len(users))
+
+    rows = {m: [r for r in results["predictions"] if r["method"] == m] for m in ("no_alignment", "persona_agent")}
+    assert rows["persona_agent"] and all(r["profile_generation"] == 2 for r in rows["persona_agent"])
+    assert all("profile_generation" not in r for r in rows["no_alignment"])
+    (effect,) = [e for e in results["alignment_effects"] if e["method"] == "persona_agent"]
+    assert (effect["queries"], effect["profile_mismatch"]) == (0, len(rows["persona_agent"]))
+    matchups = {m["method"]: m for m in results["head_to_head"]["matchups"]}
+    assert (matchups["no_alignment"]["n"], matchups["no_alignment"]["profile_mismatch"]) == (
+        0,
+        len(rows["persona_agent"]),
+    )
+    assert (matchups["majority"]["n"], matchups["majority"]["profile_mismatch"]) == (len(rows["persona_agent"]), 0)
+    assert "Left out above" in second.markdown.read_text() and "builds for" in second.markdown.read_text()
+
+
+def test_a_rebuilt_profile_the_lm_writes_again_word_for_word_is_the_same_profile(tmp_path):
+    def run(methods: str):
+        config = RunConfig(task="lamp2n", users=5, queries=3, methods=methods, lm="scripted/lm", out=tmp_path, **FAST)
+        return run_evaluation(config, dataset=news_dataset(), lm=news_lm(), embedder=WordsEmbedder(), progress=False)
+
+    first = run("no_alignment")
+    shutil.rmtree(first.run_dir / "state")
+    results = json.loads(run("no_alignment,persona_agent").results.read_text())
+    assert all("profile_generation" not in r for r in results["predictions"])
+    (effect,) = [e for e in results["alignment_effects"] if e["method"] == "persona_agent"]
+    assert effect["profile_mismatch"] == 0 and effect["queries"] > 0
