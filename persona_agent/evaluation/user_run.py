@@ -156,13 +156,14 @@ class RunState:
         if self.after_row is not None:
             self.after_row(row)
 
-    def user_done(self, user_id: str, examples: int, failed: int, seconds: float) -> None:
-        """One line per finished user: the progress a log file of a background run shows."""
+    def user_done(self, key: str, examples: int, failed: int, seconds: float) -> None:
+        """One line per finished user: the progress a log file of a background run shows. Users go by
+        their key, as in the results log, so a saved stderr log holds no dataset ids (bylines, reviewer ids)."""
         with self.lock:
             self.users_done += 1
             count = f"{self.users_done}/{self.users_total}"
         self.progress.console.print(
-            f"[{count}] {self.config.task} user {user_id}: {examples} examples ({failed} failed) in {seconds:.0f} s"
+            f"[{count}] {self.config.task} user {key}: {examples} examples ({failed} failed) in {seconds:.0f} s"
         )
 
     def status(self, text: str) -> None:
@@ -233,7 +234,7 @@ class UserRun:
                     self.user.key,
                     self.run.state.directory,
                 )
-            self.run.status(f"{self.user.user_id} · profile")
+            self.run.status(f"{self.user.key} · profile")
             builder = ProfileBuilder(max_records=self.config.profile_records)
             started = time.perf_counter()
             with track_usage() as meter:
@@ -279,7 +280,7 @@ class UserRun:
         cached = alignments.get(strategy)
         fresh = cached is None
         if fresh:
-            self.run.status(f"{self.user.user_id} · align:{strategy}")
+            self.run.status(f"{self.user.key} · align:{strategy}")
             student = self._program("persona_agent", self.personas["initial"])
             trainset = alignment_examples(self.user, self.setup, self.config.align_n, as_of_input=strategy == "copro")
             output = io.StringIO()
@@ -336,7 +337,7 @@ class UserRun:
         as_of = item_time(query)
         visible = [it for it in self.items if it.order < query.order]
         program = None if spec.is_floor else self._method(spec)  # setup cost is not the example's
-        self.run.status(f"{self.user.user_id} · {spec.name}")
+        self.run.status(f"{self.user.key} · {spec.name}")
         tools: list[str] = []
         started = time.perf_counter()
         with track_usage() as meter:
@@ -386,7 +387,7 @@ class UserRun:
                 row = self._answer(spec, query)
                 failed += row["error"] is not None
                 self.run.record(row, example=True)
-            self.run.user_done(self.user.user_id, len(self.work), failed, time.perf_counter() - started)
+            self.run.user_done(self.user.key, len(self.work), failed, time.perf_counter() - started)
         finally:
             if self.store is not None:
                 self.store.close()

@@ -305,3 +305,21 @@ def test_a_rebuilt_profile_the_lm_writes_again_word_for_word_is_the_same_profile
     assert all("profile_generation" not in r for r in results["predictions"])
     (effect,) = [e for e in results["alignment_effects"] if e["method"] == "persona_agent"]
     assert effect["profile_mismatch"] == 0 and effect["queries"] > 0
+
+
+def test_the_per_user_progress_line_names_users_by_key(tmp_path):
+    """A background run's stderr is saved to a log file: it names users by key, never by dataset id."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    out = StringIO()
+    config = RunConfig(task="lamp2n", users=5, queries=3, methods="floors", lm="scripted/lm", out=tmp_path)
+    run_evaluation(
+        config, dataset=news_dataset(), embedder=WordsEmbedder(), progress=False, console=Console(file=out, width=200)
+    )
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("[")]
+    assert len(lines) == 2, out.getvalue()
+    keys = {user_key("LaMP-2N", user) for user in ("alice", "bob")}
+    assert {key for key in keys for line in lines if f"user {key}:" in line} == keys
+    assert "alice" not in out.getvalue() and "bob" not in out.getvalue()
