@@ -12,7 +12,8 @@ Per user (each step for a reason):
    the prediction, gold, LM calls, tokens, seconds and any error.
 The profile and personas are cached per user (`StateCache`), so a resumed run does not redo them. When that
 cache is gone (it is never committed) they are rebuilt with a warning, and the profile row's `profile_sha`
-lets the report tell a rebuilt profile the LM wrote differently from the first.
+lets the report tell a rebuilt profile the LM wrote differently from the first. When the log lost the row of
+the cached build (cut after it was built), the row is written again from the cache.
 """
 
 from __future__ import annotations
@@ -83,6 +84,14 @@ def _usage_fields(usage: UsageReport) -> dict[str, Any]:
         "completion_tokens": usage.completion_tokens,
         "lm_seconds": round(usage.lm_seconds, 3),
     }
+
+
+def _records_build(row: Row, entry: dict[str, Any]) -> bool:
+    """Whether a logged profile row was written from this cached build: the row copies the build's usage,
+    timed to the millisecond, so a rebuild differs; rows written since digests existed must match the text."""
+    if "profile_sha" in row and row["profile_sha"] != text_digest(entry.get("text")):
+        return False
+    return all(row.get(name) == value for name, value in entry["usage"].items())
 
 
 def _fatal(exc: BaseException) -> bool:
@@ -207,8 +216,8 @@ class UserRun:
         self.store = store
 
     def _setup_row(self, stage: str, entry: dict[str, Any], *, fresh: bool, **extra: Any) -> None:
-        """Record a set-up's cost: when it was just computed, or when the log lacks it (a crash between
-        saving the state and writing the row)."""
+        """Record a set-up's cost: when `fresh` (just computed, or the log records another build), or when
+        the log lacks it (a crash between saving the state and writing the row)."""
         if not fresh and ("setup", stage, self.user.key) in self.run.done:
             return
         row = {
@@ -248,8 +257,19 @@ class UserRun:
             cached = {"text": text, "error": error, "usage": usage}
             self.state["profile"] = cached
             self.run.state.save(self.user.user_id, self.state)
-        elif cached.get("text"):
-            self.store.set_profile(self.user.user_id, cached["text"])  # a fresh store: restore semantic memory
+        else:
+            if cached.get("text"):
+                self.store.set_profile(self.user.user_id, cached["text"])  # a fresh store: restore semantic memory
+            logged = self.run.done.get(("setup", "profile", self.user.key))
+            if logged is not None and not _records_build(logged, cached):
+                logger.warning(
+                    "%s: the profile cached in %s is not the build the log records last (was the log cut after "
+                    "it was built?); recording its row again from the cache, so answers are paired by the "
+                    "profile they were made under.",
+                    self.user.key,
+                    self.run.state.directory,
+                )
+                fresh = True
         self._setup_row("profile", cached, fresh=fresh, profile_sha=text_digest(cached.get("text")))
         return cached.get("text")
 

@@ -294,6 +294,48 @@ def test_a_lost_state_folder_rebuilds_profiles_and_the_report_compares_like_with
     assert "Left out above" in second.markdown.read_text() and "builds for" in second.markdown.read_text()
 
 
+def test_a_log_cut_after_a_rebuild_gets_the_cached_builds_row_back(tmp_path, caplog):
+    """The log is the record and `state/` the cache: when the row of a rebuilt profile was cut from the log
+    but its cache kept, the resume writes the row again from the cache before answering, so the answers
+    made under it are not paired with the first build's."""
+
+    class InterruptedRunError(Exception):
+        pass
+
+    def stop_at_a_profile(row):
+        if row.get("stage") == "profile":
+            raise InterruptedRunError
+
+    def run(methods: str, lm: ScriptedLM, **kwargs):
+        config = RunConfig(
+            task="lamp2n", users=5, queries=3, methods=methods, lm="scripted/lm", out=tmp_path, workers=1, **FAST
+        )
+        return run_evaluation(config, dataset=news_dataset(), lm=lm, embedder=WordsEmbedder(), progress=False, **kwargs)
+
+    first = run("floors,no_alignment", news_lm())
+    before_rebuild = first.log.read_text()
+    shutil.rmtree(first.run_dir / "state")
+    rebuilt = news_lm(profile="Follows culture and the arts.")
+    with pytest.raises(InterruptedRunError):
+        run("floors,no_alignment,persona_agent", rebuilt, after_row=stop_at_a_profile)
+    first.log.write_text(before_rebuild)  # the rebuilt profile's row is cut; its cache stays
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+        resumed = run("floors,no_alignment,persona_agent", rebuilt)
+
+    results = json.loads(resumed.results.read_text())
+    alice = user_key("LaMP-2N", "alice")
+    assert any(alice in m and "not the build the log records last" in m for m in caplog.messages)
+    profiles = [r for r in results["setup"] if r["stage"] == "profile" and r["user"] == alice]
+    assert len(profiles) == 2 and len({r["profile_sha"] for r in profiles}) == 2
+    assert sum(c.spec == PROFILE for c in rebuilt.calls) == 2  # alice's build once (then cached), bob's once
+    answers = [r for r in results["predictions"] if r["method"] == "persona_agent" and r["user"] == alice]
+    assert answers and all(r["profile_generation"] == 2 for r in answers)
+    (effect,) = [e for e in results["alignment_effects"] if e["method"] == "persona_agent"]
+    assert effect["queries"] == 0 and effect["profile_mismatch"] == len(
+        [r for r in results["predictions"] if r["method"] == "persona_agent"]
+    )
+
+
 def test_a_rebuilt_profile_the_lm_writes_again_word_for_word_is_the_same_profile(tmp_path):
     def run(methods: str):
         config = RunConfig(task="lamp2n", users=5, queries=3, methods=methods, lm="scripted/lm", out=tmp_path, **FAST)
