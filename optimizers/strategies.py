@@ -13,6 +13,7 @@ proposal calls are outside it, so its guard keeps back one call per depth round 
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +33,30 @@ from persona_agent.programs.steps import STEP_GUARD
 from persona_agent.usage import track_usage
 
 STRATEGIES = ("persona_aligner", "gepa", "copro")
+
+logger = logging.getLogger(__name__)
+
+
+def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strategy: str) -> str:
+    """What `PersonaAligner.constrain` says of the persona a strategy returned: "ok", or what breaks.
+
+    GEPA and COPRO search unconstrained, as published, so a small LM can hand back its own prompt or a
+    persona without the agent's instructions. The search is left as is; the check goes in the trace
+    and a warning, so nobody serves such a persona unawares."""
+    if final.text == initial.text:
+        return "ok"
+    text, note = base.constrain(initial.text, final.text)
+    if text is not None and note == "ok":
+        return "ok"
+    note = f"{'would be rejected' if text is None else 'would be repaired'}: {note}"
+    logger.warning(
+        "%s persona for user %s (%d chars) fails PersonaAligner's checks; PersonaAligner %s",
+        strategy,
+        final.user_id,
+        len(final.text),
+        note,
+    )
+    return note
 
 
 class _PersonaGEPAAdapter:
@@ -169,6 +194,7 @@ class GEPAPersonaOptimizer(Teleprompter):
                 "user_id": student.user_id,
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
+                "persona_check": persona_check(self.base, persona, final, "GEPA"),
                 "evaluations": adapter.evaluations,
                 "val_scores": list(result.val_aggregate_scores) if result is not None else [],
                 "candidates": [c["persona"] for c in result.candidates] if result is not None else [],
@@ -259,6 +285,7 @@ class COPROPersonaOptimizer(Teleprompter):
                 "user_id": student.user_id,
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
+                "persona_check": persona_check(self.base, persona, final, "COPRO"),
                 "stop_reason": reason,
                 "usage": meter.report().as_dict(),
                 "seconds": round(time.perf_counter() - started, 3),

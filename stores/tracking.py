@@ -122,6 +122,8 @@ class Tracker:
             "changed": str(changed).lower(),
             "mlflow.runName": f"{record.user_id}-v{record.version}",
         }
+        if trace and "persona_check" in trace:  # GEPA/COPRO: find unsafe personas with a run filter
+            tags["persona_check"] = str(trace["persona_check"])
         try:
             run = client.create_run(self.experiment_id, tags=tags)
         except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dspy
 import pytest
 
@@ -14,6 +16,8 @@ from persona_agent.testing import ScriptedLM
 from .test_persona_aligner import ANSWER, LOSS, REACT, agent_for
 
 GOOD = "## User profile\nWrites about museums and opera.\n\n## Agent instructions\nCheck memory."
+BARE = "Act as a guide to museums and opera."  # no sections: the agent's instructions are gone
+REPAIRED = "would be repaired: no headings: kept as profile, instructions unchanged"
 
 
 def answers(call):
@@ -39,6 +43,24 @@ def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
     assert len(lm.calls) <= 40 and trace["usage"]["calls"] == len(lm.calls)
     assert trace["strategy"] == "gepa" and (tmp_path / "gepa-alice").is_dir()
     assert max(trace["val_scores"]) == 1.0
+    assert trace["persona_check"] == "ok"
+
+
+def test_gepa_flags_a_persona_that_lost_its_sections(store, caplog):
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answers,
+            LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
+            "*": {"text": f"```\n{BARE}\n```"},
+        }
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40).compile(agent_for(store), trainset=trainset)
+    assert compiled.persona.text == BARE  # GEPA's search is left as published: it keeps the better scorer
+    assert compiled.alignment_trace["persona_check"] == REPAIRED
+    assert "GEPA persona for user alice" in caplog.text and "no headings" in caplog.text
 
 
 def test_gepa_stops_at_a_small_budget(store):
@@ -69,7 +91,27 @@ def test_copro_searches_personas_by_score(store):
         )
     assert compiled.persona.text == GOOD
     assert compiled.alignment_trace["strategy"] == "copro"
+    assert compiled.alignment_trace["persona_check"] == "ok"
     assert len(lm.calls) <= 30
+
+
+def test_copro_flags_a_persona_over_the_cap(store, caplog):
+    long = GOOD.replace("museums and opera.", "museums and opera. " * 150)
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answers,
+            "*": {"proposed_instruction": long, "proposed_prefix_for_output_field": "Category:"},
+        }
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+        compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert len(compiled.persona.text) > 2000
+    assert compiled.alignment_trace["persona_check"] == "would be repaired: profile shortened to the length cap"
+    assert "COPRO persona for user alice" in caplog.text
 
 
 def test_make_optimizer():

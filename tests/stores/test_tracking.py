@@ -136,3 +136,17 @@ def test_compiling_without_registration_logs_a_run_but_no_model(tracking_home, e
     finally:
         ws.close()
     assert Path(tracking_home / "mlartifacts").is_dir() and not Path("mlruns").exists()
+
+
+def test_a_strategy_persona_check_becomes_a_searchable_tag(workspace):
+    workspace.registry.ensure_live("alice", lambda: (CONCISE, None))
+    record = workspace.registry.get("alice", 0)
+    check = "would be repaired: no headings: kept as profile, instructions unchanged"
+    flagged = workspace.tracker.log_version(record, document=None, trace={"persona_check": check})
+    plain = workspace.tracker.log_version(record, document=None, trace={"strategy": "persona_aligner"})
+    assert _run(workspace, flagged).data.tags["persona_check"] == check
+    assert "persona_check" not in _run(workspace, plain).data.tags
+    found = workspace.tracker.client.search_runs(
+        [workspace.tracker.experiment_id], filter_string="tags.persona_check != 'ok'"
+    )
+    assert [r.info.run_id for r in found] == [flagged]
