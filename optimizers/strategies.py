@@ -50,7 +50,7 @@ def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strate
         return "ok"
     note = f"{'would be rejected' if text is None else 'would be repaired'}: {note}"
     logger.warning(
-        "%s persona for user %s (%d chars) fails PersonaAligner's checks; PersonaAligner %s",
+        "%s persona for user %s (%d chars) fails PersonaAligner's checks: it %s",
         strategy,
         final.user_id,
         len(final.text),
