@@ -234,6 +234,9 @@ def compile_command(
     max_tokens: Annotated[int | None, typer.Option(help="Budget: most tokens per user.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Budget: most seconds per user.")] = None,
     promote: Annotated[bool, typer.Option(help="Make a changed persona live.")] = True,
+    promote_flagged: Annotated[
+        bool, typer.Option(help="Also make live a GEPA/COPRO persona that fails PersonaAligner's checks.")
+    ] = False,
     register: Annotated[
         bool | None, typer.Option(help="Register in MLflow's model registry (default: the setting).")
     ] = None,
@@ -252,6 +255,7 @@ def compile_command(
         max_tokens=max_tokens,
         max_seconds=max_seconds,
         promote=promote,
+        promote_flagged=promote_flagged,
         register_model=register,
     )
     with _workspace(lm=lm, needs_lm=True) as workspace:
@@ -302,6 +306,13 @@ def compile_command(
                         r.stop_reason,
                     )
                     runs.append(f"{r.user_id}: MLflow run {r.mlflow_run_id}")
+                    if r.changed and r.persona_check != "ok":
+                        held = "made live anyway" if r.promoted else "not made live"
+                        err.print(
+                            f"[yellow]persona_check[/yellow] {r.user_id} v{r.version}: {r.persona_check}; {held}. "
+                            f"Review: persona-agent personas show --user {r.user_id} --version {r.version}",
+                            highlight=False,
+                        )
                     if r.tracking_error:
                         err.print(f"[yellow]MLflow[/yellow] {r.user_id}: {r.tracking_error}", highlight=False)
                 progress.advance(bar)

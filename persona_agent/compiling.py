@@ -2,6 +2,9 @@
 commit (a new registry version, its MLflow run, promote). The CLI prints the plan's estimate before running;
 the service runs the same two steps as a background job.
 
+GEPA and COPRO search without PersonaAligner's constraints; a persona they return that fails those checks
+(`persona_check`) is registered and tracked but not made live unless `promote_flagged` is set.
+
 The alignment batch is the user's latest interactions that carry a real response: rows the agent wrote itself
 (recorded answers, `update_memory` notes) are never taken as ground truth.
 """
@@ -51,6 +54,10 @@ class CompileOptions(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_seconds: float | None = Field(default=None, gt=0)
     promote: bool = Field(default=True, description="make the new version live when it differs")
+    promote_flagged: bool = Field(
+        default=False,
+        description="also make live a GEPA/COPRO persona that fails PersonaAligner's checks (see persona_check)",
+    )
     register_model: bool | None = Field(default=None, description="default: the mlflow_register_models setting")
 
     @classmethod
@@ -81,6 +88,9 @@ class CompileResult(BaseModel):
     scores: dict[str, Any]
     usage: dict[str, Any]
     seconds: float
+    persona_check: str = "ok"
+    """GEPA/COPRO: what PersonaAligner's checks say of the returned persona. A flagged version is registered and
+    tracked but not made live unless `promote_flagged`: review it, then promote it by hand."""
     trace: dict[str, Any] = Field(default_factory=dict, repr=False)
     """The alignment trace (per iteration: persona, simulated outputs, losses, gradient, metric, usage), also
     logged to the MLflow run as `alignment_trace.json`."""
@@ -203,6 +213,8 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
     trace = dict(getattr(compiled, "alignment_trace", {}) or {})
     user, options, base = plan.user_id, plan.options, plan.base
     changed = compiled.persona is not None and compiled.persona.text != base.text
+    check = str(trace.get("persona_check", "ok"))
+    promote = changed and options.promote and (check == "ok" or options.promote_flagged)
     params = {
         "strategy": options.strategy,
         "n": options.n,
@@ -242,13 +254,13 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
             diff=workspace.registry.diff(user, base.version, record.version),
             trace=trace,
             params=params,
-            register_model=plan.register_model and changed and options.promote,
+            register_model=plan.register_model and promote,
             changed=changed,
         )
         if changed:
             workspace.registry.set_run_id(user, record.version, run_id)
         promoted, model_version, tracking_error = False, None, None
-        if changed and options.promote:
+        if promote:
             change = workspace.promote(
                 user, record.version, expected_revision=plan.live.revision, register_model=plan.register_model
             )
@@ -268,6 +280,7 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
         scores=scores,
         usage=usage,
         seconds=round(time.perf_counter() - started, 3),
+        persona_check=check,
         trace=trace,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,11 @@ from persona_agent.compiling import (
     plan_compile,
     run_compile,
 )
+from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, UnknownUserError
 from persona_agent.signatures import PersonalizedRequest
-from tests.support import CONCISE, SHORT, history, make_workspace
+from persona_agent.workspace import Workspace
+from tests.support import CONCISE, SHORT, T0, history, make_workspace
 
 
 @pytest.fixture
@@ -108,3 +111,51 @@ def test_the_edit_update_mode_is_passed_to_the_aligner_and_logged(tracking_home,
     with pytest.raises(InvalidInputError) as info:
         CompileOptions.parse(update="patch")
     assert info.value.field == "update"
+
+
+def test_a_flagged_strategy_persona_is_registered_but_not_made_live(tracking_home, embedder, tmp_path):
+    """GEPA hands back a bare instruction (no sections): the version and its run are kept, the live persona
+    is not changed until someone reviews it, unless `promote_flagged` asks otherwise."""
+    from persona_agent.programs.saved import ProgramSpec
+    from persona_agent.signatures import CategorizeArticle
+    from persona_agent.testing import ScriptedLM
+
+    bare = "Act as a guide to museums and opera."
+    lm = ScriptedLM(
+        {
+            "article, trajectory -> next_thought, next_tool_name, next_tool_args": {
+                "next_thought": "t",
+                "next_tool_name": "finish",
+                "next_tool_args": {},
+            },
+            "article, trajectory -> category": lambda call: {
+                "category": "culture & arts" if "museums" in call.messages[0]["content"] else "politics"
+            },
+            "persona, request, simulated_response, ground_truth_response -> matches, critique": {
+                "matches": False,
+                "critique": "The user files these under culture & arts.",
+            },
+            "*": {"text": f"```\n{bare}\n```"},  # GEPA's reflection prompt (a raw LM call)
+        }
+    )
+    rows = [{"query": f"A new opera house opens, part {i}", "response": "culture & arts"} for i in range(4)]
+    with Workspace(
+        Settings(db_path=tmp_path / "flag.duckdb", mlflow_register_models=True),
+        embedder=embedder,
+        lm=lm,
+        spec=ProgramSpec(signature=CategorizeArticle),
+    ) as ws:
+        for user in ("alice", "bob"):
+            ws.store.add(user, [{**r, "created_at": T0 + timedelta(days=i)} for i, r in enumerate(rows)])
+        held = compile_user(ws, "alice", CompileOptions(strategy="gepa", max_lm_calls=40))
+        assert held.changed and not held.promoted and held.model_version is None
+        assert held.persona_check == "would be repaired: no headings: kept as profile, instructions unchanged"
+        assert ws.registry.get("alice", held.version).text == bare  # nothing lost: the version is kept
+        assert ws.registry.live("alice").version == 0 and ws.program("alice")[1] == 0
+        tags = ws.tracker.client.get_run(held.mlflow_run_id).data.tags
+        assert tags["persona_check"] == held.persona_check
+        forced = compile_user(ws, "bob", CompileOptions(strategy="gepa", max_lm_calls=40, promote_flagged=True))
+        assert forced.promoted and forced.model_version is not None
+        assert ws.registry.live("bob").version == forced.version
+        reviewed = ws.promote("alice", held.version)  # after review, by hand: registered then
+        assert reviewed.live.version == held.version and reviewed.model_version is not None
