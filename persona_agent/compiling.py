@@ -161,7 +161,10 @@ def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | N
     if (options.strategy != "persona_aligner" or options.accept == "improve") and labels_of(signature) is None:
         field = "accept" if options.strategy == "persona_aligner" else "strategy"
         raise InvalidInputError(
-            field, getattr(options, field), f"needs a metric, and {signature.__name__} is a free-text task"
+            field,
+            getattr(options, field),
+            f"needs a metric, and {signature.__name__} is a free-text task (new users get a labelled one "
+            "from the task_signature setting, e.g. PERSONA_AGENT_TASK_SIGNATURE=CategorizeArticle)",
         )
     base_agent, _ = workspace.program(user_id, None)
     live = workspace.registry.live(user_id)

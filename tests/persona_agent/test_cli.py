@@ -14,7 +14,7 @@ from persona_agent.config import Settings
 from persona_agent.service.auth import token_secret, verify_token
 from persona_agent.stores import MemoryStore
 from persona_agent.workspace import Workspace
-from tests.support import CONCISE, SHORT, scripted_lm
+from tests.support import CONCISE, SHORT, museum_lm, opera_history, scripted_lm
 
 LAMP = Path(__file__).parents[1] / "evaluation" / "fixtures"
 runner = CliRunner()
@@ -142,6 +142,28 @@ def test_personas_list_show_diff_promote_rollback(tmp_path, embedder):
     result = run("personas", "promote", "--user", "alice", "0", "--expected-revision", "3")  # stale: a conflict
     assert result.exit_code == 1 and "revision 4" in result.stderr
     assert run("personas", "promote", "--user", "alice", "9").exit_code == 2
+
+
+def test_gepa_from_the_cli_on_a_labelled_task_holds_a_flagged_persona_back(tmp_path, embedder, monkeypatch):
+    bare = "Act as a guide to museums and opera."
+    monkeypatch.setattr(
+        cli,
+        "open_workspace",
+        lambda settings, *, needs_lm: Workspace(settings, embedder=embedder, lm=museum_lm(bare) if needs_lm else None),
+    )
+    history = [{**r, "user_id": "alice", "created_at": r["created_at"].isoformat()} for r in opera_history()]
+    run("ingest", str(write_jsonl(tmp_path / "a.jsonl", history)))
+    result = run("compile", "--user", "alice", "--strategy", "gepa", "--max-lm-calls", "40")
+    assert result.exit_code == 2 and "free-text task" in result.stderr and "TASK_SIGNATURE" in result.stderr
+    assert "alice" not in run("personas", "list").stdout  # refused before any persona was made
+    monkeypatch.setenv("PERSONA_AGENT_TASK_SIGNATURE", "NoSuchTask")
+    assert run("personas", "list").exit_code == 2
+    monkeypatch.setenv("PERSONA_AGENT_TASK_SIGNATURE", "CategorizeArticle")
+    result = run("compile", "--user", "alice", "--strategy", "gepa", "--max-lm-calls", "40")
+    assert result.exit_code == 0, result.output
+    assert "persona_check" in result.stderr and "no headings" in result.stderr and "not made live" in result.stderr
+    assert run("personas", "show", "--user", "alice").stdout.strip() != bare  # v0 still live
+    assert run("personas", "show", "--user", "alice", "--version", "1").stdout.strip() == bare
 
 
 def test_forget_asks_unless_yes_and_reports_counts(tmp_path, embedder):

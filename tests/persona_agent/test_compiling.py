@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,9 @@ from persona_agent.compiling import (
     plan_compile,
     run_compile,
 )
-from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, UnknownUserError
 from persona_agent.signatures import PersonalizedRequest
-from persona_agent.workspace import Workspace
-from tests.support import CONCISE, SHORT, T0, history, make_workspace
+from tests.support import CONCISE, SHORT, history, make_workspace, museum_lm, opera_history
 
 
 @pytest.fixture
@@ -116,37 +113,16 @@ def test_the_edit_update_mode_is_passed_to_the_aligner_and_logged(tracking_home,
 def test_a_flagged_strategy_persona_is_registered_but_not_made_live(tracking_home, embedder, tmp_path):
     """GEPA hands back a bare instruction (no sections): the version and its run are kept, the live persona
     is not changed until someone reviews it, unless `promote_flagged` asks otherwise."""
-    from persona_agent.programs.saved import ProgramSpec
-    from persona_agent.signatures import CategorizeArticle
-    from persona_agent.testing import ScriptedLM
-
     bare = "Act as a guide to museums and opera."
-    lm = ScriptedLM(
-        {
-            "article, trajectory -> next_thought, next_tool_name, next_tool_args": {
-                "next_thought": "t",
-                "next_tool_name": "finish",
-                "next_tool_args": {},
-            },
-            "article, trajectory -> category": lambda call: {
-                "category": "culture & arts" if "museums" in call.messages[0]["content"] else "politics"
-            },
-            "persona, request, simulated_response, ground_truth_response -> matches, critique": {
-                "matches": False,
-                "critique": "The user files these under culture & arts.",
-            },
-            "*": {"text": f"```\n{bare}\n```"},  # GEPA's reflection prompt (a raw LM call)
-        }
-    )
-    rows = [{"query": f"A new opera house opens, part {i}", "response": "culture & arts"} for i in range(4)]
-    with Workspace(
-        Settings(db_path=tmp_path / "flag.duckdb", mlflow_register_models=True),
-        embedder=embedder,
-        lm=lm,
-        spec=ProgramSpec(signature=CategorizeArticle),
+    with make_workspace(
+        embedder,
+        lm=museum_lm(bare),
+        db_path=tmp_path / "flag.duckdb",
+        mlflow_register_models=True,
+        task_signature="CategorizeArticle",  # a labelled task: GEPA's metric
     ) as ws:
         for user in ("alice", "bob"):
-            ws.store.add(user, [{**r, "created_at": T0 + timedelta(days=i)} for i, r in enumerate(rows)])
+            ws.store.add(user, opera_history())
         held = compile_user(ws, "alice", CompileOptions(strategy="gepa", max_lm_calls=40))
         assert held.changed and not held.promoted and held.model_version is None
         assert held.persona_check == "would be repaired: no headings: kept as profile, instructions unchanged"

@@ -131,3 +131,15 @@ def test_a_saved_file_loads_through_load_program(workspace, tmp_path):
     assert loaded.persona == agent.persona and loaded.store is workspace.store
     with pytest.raises(ValueError):
         workspace.load_program("carol", path)
+
+
+def test_every_task_signature_setting_names_a_signature_saved_programs_load_with():
+    from typing import get_args
+
+    from persona_agent.config import TaskSignatureName
+    from persona_agent.programs.saved import KNOWN_SIGNATURES
+
+    assert set(get_args(TaskSignatureName)) == set(KNOWN_SIGNATURES)
+    assert Settings(task_signature="TagMovie").task_signature == "TagMovie"
+    with pytest.raises(ValueError, match="task_signature"):
+        Settings(task_signature="NoSuchTask")
