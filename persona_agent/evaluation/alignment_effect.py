@@ -4,7 +4,8 @@ A mean accuracy cannot say whether alignment did anything: an aligner that leave
 scores exactly like `no_alignment`, and one that rewrites every persona can too. This compares each aligned
 PersonaAgent with the same agent under the unaligned persona (`no_alignment`), query by query, and counts
 from the alignment set-up rows how many personas changed (`persona_version > 0`: `Persona.revise` bumps the
-version only when the text changes) and how each alignment stopped.
+version only when the text changes) and how each alignment stopped. GEPA and COPRO rows also say what
+PersonaAligner's constraints make of the persona they returned (`persona_check`, recorded since it existed).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class AlignmentEffect:
     of them `answers_changed` got a different answer, which scored `better` or `worse` (the rest of the changed
     answers scored the same, e.g. one wrong label for another). `profile_mismatch` more were answered by both
     under different builds of the profile (a resumed run rebuilt it), so a changed answer there may come from the
-    profile rather than from alignment: they are left out.
+    profile rather than from alignment: they are left out. Of the users aligned, `personas_checked` carry a
+    `persona_check` (GEPA/COPRO rows since it was recorded) and `personas_flagged` of those fail it.
     """
 
     strategy: str
@@ -45,6 +47,8 @@ class AlignmentEffect:
     better: int
     worse: int
     profile_mismatch: int = 0
+    personas_checked: int = 0
+    personas_flagged: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +88,8 @@ def alignment_effects(
                 better=better,
                 worse=worse,
                 profile_mismatch=len(both) - len(common),
+                personas_checked=sum(r.get("persona_check") is not None for r in setups),
+                personas_flagged=sum(r.get("persona_check") not in (None, "ok") for r in setups),
             )
         )
     return effects

@@ -493,7 +493,22 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
         cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
-    return [*lines, "", *_profile_mismatch_note(effects, labels)]
+    return [*lines, "", *_persona_check_note(effects, labels), *_profile_mismatch_note(effects, labels)]
+
+
+def _persona_check_note(effects: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    """GEPA/COPRO search without PersonaAligner's constraints: how many of their personas fail them."""
+    checked = [e for e in effects if e.get("personas_checked")]
+    if not checked:
+        return []
+    parts = [
+        f"{labels.get(e['method'], e['method'])} {e['personas_flagged']} of {e['personas_checked']}" for e in checked
+    ]
+    return [
+        "Personas that fail PersonaAligner's constraints (sections, template variables, length cap; the "
+        "`persona_check` of each alignment row that records it, flagged of checked): " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 # -- chart ----------------------------------------------------------------------------------------------

@@ -330,6 +330,7 @@ class UserRun:
             persona_version=persona.version,
             persona_chars=len(persona.text),
             stop_reason=trace.get("stop_reason"),
+            **({"persona_check": trace["persona_check"]} if "persona_check" in trace else {}),
         )
         self.personas[strategy] = persona
         return persona

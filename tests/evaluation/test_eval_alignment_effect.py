@@ -12,8 +12,8 @@ def _row(method: str, query: str, prediction: str | None, gold: str, user: str =
     return {"method": method, "user": user, "query_id": query, "prediction": prediction, "gold": gold}
 
 
-def _setup(user: str, version: int, stop: str, error: str | None = None) -> dict:
-    return {"user": user, "persona_version": version, "stop_reason": stop, "error": error}
+def _setup(user: str, version: int, stop: str, error: str | None = None, **extra: str) -> dict:
+    return {"user": user, "persona_version": version, "stop_reason": stop, "error": error, **extra}
 
 
 def test_counts_against_the_unaligned_agent_by_hand():
@@ -64,6 +64,19 @@ def test_each_strategy_is_reported_on_its_own_and_absent_ones_are_left_out():
     assert alignment_effects(LAMP_3, {"no_alignment": unaligned}, {}) == []
 
 
+def test_persona_checks_are_counted_where_the_rows_record_them():
+    flagged = "would be repaired: no headings: kept as profile, instructions unchanged"
+    setups = {
+        "align:copro": [
+            _setup("u", 0, "budget", persona_check="ok"),
+            _setup("v", 1, "budget", persona_check=flagged),
+            _setup("w", 1, "budget"),  # written before persona_check was recorded: not counted either way
+        ]
+    }
+    (effect,) = alignment_effects(LAMP_3, {}, setups)
+    assert (effect.users, effect.personas_checked, effect.personas_flagged) == (3, 2, 1)
+
+
 def test_the_report_prints_what_alignment_did(full_run):
     results = json.loads(full_run.result.results.read_text())
     predictions = {(r["method"], r["user"], r["query_id"]): r["prediction"] for r in results["predictions"]}
@@ -79,9 +92,16 @@ def test_the_report_prints_what_alignment_did(full_run):
     assert effect["answers_changed"] == changed
     assert effect["personas_changed"] == sum(r["persona_version"] > 0 for r in setups)
     assert sum(effect["stop_reasons"].values()) == len(setups)
-    assert (
-        f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | 0 | " in full_run.result.markdown.read_text()
-    )
+    markdown = full_run.result.markdown.read_text()
+    assert f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | 0 | " in markdown
+    # GEPA and COPRO rows record what PersonaAligner's checks say of their (well-formed) personas
+    for strategy in ("gepa", "copro"):
+        rows = [r for r in results["setup"] if r["stage"] == f"align:{strategy}"]
+        assert [r["persona_check"] for r in rows] == ["ok"] * len(rows)
+        found = next(e for e in results["alignment_effects"] if e["strategy"] == strategy)
+        assert (found["personas_checked"], found["personas_flagged"]) == (len(rows), 0)
+    assert "PersonaAgent + GEPA 0 of 2; PersonaAgent + COPRO 0 of 2." in markdown
+    assert effect["personas_checked"] == 0  # PersonaAligner constrains its own personas: nothing to check
 
 
 def test_answers_under_another_profile_build_are_not_counted_as_alignment_effects():
