@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from persona_agent.service import create_app
 from persona_agent.service.auth import mint_token, token_secret
-from tests.support import CONCISE, LONG, SHORT, history, make_workspace
+from tests.support import CONCISE, LONG, SHORT, history, make_workspace, museum_lm, opera_history
 
 ADMIN_KEY = "admin-key-for-tests"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -198,6 +198,27 @@ def test_compile_runs_as_a_background_job_and_the_new_persona_answers(client, wo
     assert [v["version"] for v in versions["versions"]] == [0, 1] and versions["live"]["version"] == 1
     assert client.get("/v1/jobs/job_missing", headers=ADMIN).status_code == 404
     assert client.post("/v1/users/nobody/compile", headers=ADMIN).status_code == 404
+
+
+def test_a_gepa_job_whose_persona_fails_the_checks_leaves_the_live_persona_serving(tracking_home, embedder):
+    bare = "Act as a guide to museums and opera."
+    with (
+        make_workspace(embedder, lm=museum_lm(bare), api_key=ADMIN_KEY, task_signature="CategorizeArticle") as ws,
+        TestClient(create_app(workspace=ws)) as c,
+    ):
+        ws.store.add("alice", opera_history())
+        alice = user_token(c, "alice")
+        before = c.post("/v1/users/alice/respond", json={"request": "Opera gala"}, headers=alice).json()
+        job = c.post("/v1/users/alice/compile", json={"strategy": "gepa", "max_lm_calls": 40}, headers=alice)
+        assert job.status_code == 202, job.text
+        done = wait_for(c, job.json()["id"], alice)
+        assert done["status"] == "succeeded", done
+        result = done["result"]
+        assert result["changed"] and not result["promoted"] and "no headings" in result["persona_check"]
+        after = c.post("/v1/users/alice/respond", json={"request": "Opera gala"}, headers=alice).json()
+        assert after["persona_version"] == before["persona_version"] == 0
+        versions = c.get("/v1/users/alice/personas", headers=alice).json()
+        assert [v["version"] for v in versions["versions"]] == [0, 1] and versions["live"]["version"] == 0
 
 
 def test_promote_and_rollback_use_optimistic_locking_and_drop_cached_programs(client, workspace):
