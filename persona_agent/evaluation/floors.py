@@ -1,12 +1,14 @@
 """The no-LM floors: what a user's own past predicts without any model.
 
 Both see exactly what the LM methods see for a query: the user's memory items strictly before it.
-They are deterministic (ties broken by recency, then by label), so a rerun gives the same table.
+For LaMP-3 the majority floor is the mean rating (as the issue defines it) and `median` adds the user's
+median rating, the better reference for MAE. They are deterministic (ties broken by recency, then by label), so a rerun gives the same table.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,8 +29,7 @@ def majority_label(items: Sequence[Item]) -> str | None:
     return max(counts, key=lambda label: (counts[label], last_seen[label]))
 
 
-def mean_rating(items: Sequence[Item]) -> str | None:
-    """The user's mean rating as text (6 decimals), which MAE/RMSE score as the number it is."""
+def _ratings(items: Sequence[Item]) -> list[float]:
     values = []
     for it in items:
         try:
@@ -37,9 +38,28 @@ def mean_rating(items: Sequence[Item]) -> str | None:
             continue
         if math.isfinite(value):
             values.append(value)
+    return values
+
+
+def mean_rating(items: Sequence[Item]) -> str | None:
+    """The user's mean rating as text (6 decimals), which MAE/RMSE score as the number it is."""
+    values = _ratings(items)
     if not values:
         return None
     return f"{sum(values) / len(values):.6f}".rstrip("0").rstrip(".")
+
+
+def median_rating(items: Sequence[Item]) -> str | None:
+    """The user's median rating, a whole star: the constant with the least absolute error on their past
+    ratings, so the strongest no-LM reference for MAE. Of two middle values, the one nearer the mean (the
+    higher on a tie)."""
+    values = sorted(_ratings(items))
+    if not values:
+        return None
+    low, high = statistics.median_low(values), statistics.median_high(values)
+    mean = sum(values) / len(values)
+    value = low if abs(low - mean) < abs(high - mean) else high
+    return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
 def round_rating(prediction: str | None) -> str | None:

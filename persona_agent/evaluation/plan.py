@@ -9,7 +9,9 @@ and two no-LM floors every table shows (on HuffPost authors they are strong: an 
 beat them has not personalized anything):
 - `majority`: the user's most frequent label in their memory (ties: the most recent), or for LaMP-3
   their mean rating (scored as is for MAE/RMSE, rounded for the rounded-accuracy column);
-- `nearest`: the label of the memory item most similar to the query by embedding.
+- `nearest`: the label of the memory item most similar to the query by embedding;
+- `median` (LaMP-3 only): the user's median rating, a whole star, the constant with the least absolute error
+  on their past ratings.
 The paper's ablations are `no_persona`, `no_memory`, `no_action` (all three but `no_persona` with the
 PersonaAligner persona, like the full agent) and `no_alignment` (the full agent with the initial persona).
 """
@@ -114,8 +116,8 @@ class MethodSpec:
 
     @property
     def needs_memory(self) -> bool:
-        """Everything but the majority floor and the non-personalized LM reads the user's memory store."""
-        return self.name not in ("majority", "non_personalized")
+        """Everything but the majority and median floors and the non-personalized LM reads the user's memory store."""
+        return self.name not in ("majority", "median", "non_personalized")
 
     @property
     def uses_tools(self) -> bool:
@@ -126,6 +128,7 @@ class MethodSpec:
 METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("majority", "user majority label (floor)", "floor"),
     MethodSpec("nearest", "nearest profile item (floor)", "floor"),
+    MethodSpec("median", "user median rating (floor)", "floor"),
     MethodSpec("non_personalized", "non-personalized LM", "baseline", "non_personalized"),
     MethodSpec("icl", "ICL (latest k)", "baseline", "icl"),
     MethodSpec("rag", "RAG (top-k)", "baseline", "rag"),
@@ -142,7 +145,7 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
 )
 METHODS_BY_NAME: dict[str, MethodSpec] = {m.name: m for m in METHOD_SPECS}
 GROUPS: dict[str, tuple[str, ...]] = {
-    "floors": ("majority", "nearest"),
+    "floors": ("majority", "nearest", "median"),
     "baselines": tuple(m.name for m in METHOD_SPECS if m.group == "baseline"),
     "ablations": tuple(m.name for m in METHOD_SPECS if m.group == "ablation"),
     "strategies": tuple(m.name for m in METHOD_SPECS if m.group == "persona_agent"),
@@ -156,10 +159,12 @@ def method_label(spec: MethodSpec, task: TaskSpec) -> str:
 
 
 def available_methods(task: TaskSpec) -> tuple[str, ...]:
-    """Every method that is defined for `task` (a majority headline is not)."""
-    return tuple(
-        m.name for m in METHOD_SPECS if not (m.name == "majority" and task.metric_kind is MetricKind.GENERATION)
-    )
+    """Every method that is defined for `task` (a majority headline is not; a median is only for ratings)."""
+    undefined = {
+        "majority": task.metric_kind is MetricKind.GENERATION,
+        "median": task.metric_kind is not MetricKind.REGRESSION,
+    }
+    return tuple(m.name for m in METHOD_SPECS if not undefined.get(m.name, False))
 
 
 def parse_methods(value: str | Sequence[str], task: TaskSpec) -> tuple[str, ...]:

@@ -368,8 +368,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"answer; alignment once per user on the {config['align_n']} items before the first query "
         f"(PersonaAligner: {config['align_iterations']} iteration(s)), every strategy under a budget of "
         f"{config['align_budget']} LM calls per user.",
-        "- Floors use no LM: the user's majority label (LaMP-3: mean rating, scored as is; rounded only in the "
-        "rounded-accuracy column) and the label of the memory item nearest the query by embedding.",
+        "- Floors use no LM: the user's majority label (LaMP-3: their mean rating, scored as is and rounded only "
+        "in the rounded-accuracy column; and their median rating, a whole star: the constant with the least "
+        "absolute error on their past ratings) and the label of the memory item nearest the query by embedding.",
         f"- {PAPER_NOTE}",
         f"- Intervals: 95% percentile bootstrap over queries ({N_RESAMPLES} resamples, seed {config['seed']}); "
         "a user's queries are not independent, so read them as optimistic.",

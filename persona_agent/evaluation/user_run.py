@@ -33,7 +33,7 @@ import dspy
 from rich.progress import Progress
 
 from persona_agent.errors import EvalAbortedError, InvalidInputError, PersonaAgentError, UnknownUserError
-from persona_agent.evaluation.floors import majority_prediction, nearest_label
+from persona_agent.evaluation.floors import majority_prediction, median_rating, nearest_label
 from persona_agent.evaluation.persist import ResultLog, Row, StateCache, row_key, text_digest
 from persona_agent.evaluation.plan import MethodSpec, TaskSetup, alignment_metric
 from persona_agent.evaluation.records import EvalUser, Item
@@ -365,6 +365,8 @@ class UserRun:
             try:
                 if spec.name == "majority":
                     prediction = majority_prediction(self.setup.task, visible)
+                elif spec.name == "median":
+                    prediction = median_rating(visible)
                 elif spec.name == "nearest":
                     prediction = nearest_label(self.store, self.user.user_id, query.input, as_of)
                 else:

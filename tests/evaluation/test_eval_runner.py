@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from persona_agent.errors import EvalAbortedError, EvalRunMismatchError
-from persona_agent.evaluation.plan import METHOD_SPECS
+from persona_agent.evaluation.plan import available_methods
 from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
+from persona_agent.evaluation.tasks import LAMP_2N
 from persona_agent.testing import ScriptedLM
 
 from .conftest import FAST, run_all
@@ -48,7 +49,7 @@ def _results(run) -> dict:
 def test_every_method_answers_every_query(full_run):
     results = _results(full_run)
     by_method = Counter(p["method"] for p in results["predictions"])
-    assert by_method == {spec.name: 5 for spec in METHOD_SPECS}
+    assert by_method == dict.fromkeys(available_methods(LAMP_2N), 5)
     assert results["complete"] and results["totals"]["errors"] == 0
     for p in results["predictions"]:
         assert p["prediction"] is not None and p["gold"] and p["error"] is None
@@ -209,6 +210,10 @@ def test_rating_floors_score_the_mean_and_round_it_for_accuracy(tmp_path):
     assert nearest == ["4", "5"]  # "cable" -> r2 (4), "bright strings" -> r0 (5)
     assert metrics["nearest"]["MAE"]["estimate"] == pytest.approx(1.0)
     assert metrics["nearest"]["accuracy (rounded)"]["estimate"] == pytest.approx(0.5)
+    median = [p["prediction"] for p in results["predictions"] if p["method"] == "median"]
+    assert median == ["4", "4"]  # median of 5, 4, 4
+    assert metrics["median"]["MAE"]["estimate"] == pytest.approx(1.5)
+    assert metrics["median"]["accuracy (rounded)"]["estimate"] == 0.0
 
 
 def test_methods_can_be_added_to_a_run_by_rerunning_with_more(tmp_path):
