@@ -1,8 +1,9 @@
 """The no-LM floors: what a user's own past predicts without any model.
 
-Both see exactly what the LM methods see for a query: the user's memory items strictly before it.
+They see exactly what the LM methods see for a query: the user's memory items strictly before it.
 For LaMP-3 the majority floor is the mean rating (as the issue defines it) and `median` adds the user's
-median rating, the better reference for MAE. They are deterministic (ties broken by recency, then by label), so a rerun gives the same table.
+median rating, the better reference for MAE. They are deterministic (ties broken by recency, then by
+label), so a rerun gives the same table.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ its users from the real data, and whether it has a knowledge source (LaMP-2M: th
 standing in for the paper's Wikipedia).
 
 Methods are the paper's comparison set (`programs.METHODS`), PersonaAgent under each alignment strategy,
-and two no-LM floors every table shows (on HuffPost authors they are strong: an LLM method that does not
+and the no-LM floors every table shows (on HuffPost authors they are strong: an LLM method that does not
 beat them has not personalized anything):
 - `majority`: the user's most frequent label in their memory (ties: the most recent), or for LaMP-3
   their mean rating (scored as is for MAE/RMSE, rounded for the rounded-accuracy column);
