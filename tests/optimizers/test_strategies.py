@@ -12,8 +12,9 @@ from persona_agent.optimizers import trainset_from_store
 from persona_agent.optimizers.strategies import COPROPersonaOptimizer, GEPAPersonaOptimizer, make_optimizer
 from persona_agent.signatures import CategorizeArticle
 from persona_agent.testing import ScriptedLM
+from tests.support import museum_lm
 
-from .test_persona_aligner import ANSWER, LOSS, REACT, agent_for
+from .test_persona_aligner import ANSWER, REACT, agent_for
 
 GOOD = "## User profile\nWrites about museums and opera.\n\n## Agent instructions\nCheck memory."
 BARE = "Act as a guide to museums and opera."  # no sections: the agent's instructions are gone
@@ -26,14 +27,7 @@ def answers(call):
 
 
 def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
-    lm = ScriptedLM(
-        {
-            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
-            ANSWER: answers,
-            LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
-            "*": {"text": f"```\n{GOOD}\n```"},  # GEPA's reflection prompt (a raw LM call)
-        }
-    )
+    lm = museum_lm(GOOD)  # GEPA's reflection prompt (a raw LM call) proposes GOOD
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     optimizer = GEPAPersonaOptimizer(n=3, max_lm_calls=40, log_dir=tmp_path / "gepa-alice")
     with dspy.context(lm=lm):
@@ -47,14 +41,7 @@ def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
 
 
 def test_gepa_flags_a_persona_that_lost_its_sections(store, caplog):
-    lm = ScriptedLM(
-        {
-            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
-            ANSWER: answers,
-            LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
-            "*": {"text": f"```\n{BARE}\n```"},
-        }
-    )
+    lm = museum_lm(BARE)
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
         compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40).compile(agent_for(store), trainset=trainset)
