@@ -4,7 +4,8 @@ For each user (LaMP-2N-style HuffPost authors with the longest histories), memor
 articles before the user's first query; the initial persona comes from a profile summarised from
 that memory; the alignment batch is the n articles just before the first query; the held-out set is
 the user's next queries. We report exact-match accuracy on the batch and on the held-out queries,
-before and after each strategy's compile, with LM calls, tokens and seconds.
+before and after each strategy's compile, with LM calls, tokens and seconds. GEPA and COPRO search as
+published (`constrain=False`), as in the evaluation and the committed results.
 
     python benchmarks/bench_align.py --users 10 [--lm local] [--strategies persona_aligner gepa copro]
 
@@ -269,6 +270,8 @@ def main() -> None:
                     options: dict[str, Any] = {"n": args.n, "max_lm_calls": budget, "metric": exact_match}
                     if strategy == "persona_aligner":
                         options["update"] = args.update
+                    if strategy in ("gepa", "copro"):
+                        options["constrain"] = False
                     if strategy == "copro":
                         options.update(breadth=2, depth=1)
                     if strategy == "gepa":

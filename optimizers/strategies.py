@@ -9,6 +9,11 @@ Both optimise one component, the persona text, so their results are personas lik
 
 Every LM call (simulation, loss, GEPA's reflection) passes the compile's budget guard; COPRO's own
 proposal calls are outside it, so its guard keeps back one call per depth round for them.
+
+By default (`constrain=True`) each proposal is held to `PersonaAligner.constrain` (the two sections, the
+template variables, the length cap) before it is scored, so what wins the search is a persona the agent can
+run under. A small LM otherwise hands back its own prompt, or a bare instruction that drops the agent's
+tool instructions. `constrain=False` searches as published; the evaluation's GEPA and COPRO rows do.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,9 +46,8 @@ logger = logging.getLogger(__name__)
 def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strategy: str) -> str:
     """What `PersonaAligner.constrain` says of the persona a strategy returned: "ok", or what breaks.
 
-    GEPA and COPRO search unconstrained, as published, so a small LM can hand back its own prompt or a
-    persona without the agent's instructions. The search is left as is; the check goes in the trace
-    and a warning, so nobody serves such a persona unawares."""
+    Under `constrain=False` a strategy returns what its search found; the check goes in the trace and a
+    warning, so nobody serves such a persona unawares. Under `constrain=True` it is "ok" by construction."""
     if final.text == initial.text:
         return "ok"
     text, note = base.constrain(initial.text, final.text)
@@ -59,20 +64,60 @@ def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strate
     return note
 
 
+class _Constraint:
+    """Applies `PersonaAligner.constrain` to proposals against the persona the search started from, and
+    keeps a note for each distinct proposal (for the trace). A rejected proposal becomes the start persona,
+    so it can never win."""
+
+    def __init__(self, base: PersonaAligner, initial: str, enabled: bool) -> None:
+        self.base, self.initial, self.enabled = base, initial, enabled
+        self.notes: dict[str, str] = {}
+
+    def __deepcopy__(self, memo: dict) -> _Constraint:
+        return self  # COPRO deep-copies the program it searches; every copy must report to the same notes
+
+    def __call__(self, proposed: str) -> str:
+        if not self.enabled or proposed == self.initial:
+            return proposed
+        text, note = self.base.constrain(self.initial, proposed)
+        if proposed not in self.notes:
+            self.notes[proposed] = note if text is not None else f"rejected: {note}"
+        return self.initial if text is None else text
+
+    def trace(self) -> list[dict[str, Any]]:
+        return [{"proposed_chars": len(p), "note": n} for p, n in self.notes.items()]
+
+
 class _PersonaGEPAAdapter:
     """GEPA adapter: candidate {"persona": text} -> the agent under that persona on a batch.
 
     Error policy (GEPA's): an example that fails gets score 0 and its error as feedback; a spent
     budget marks the guard and scores the rest 0, and the stopper ends the run at the next check."""
 
-    def __init__(self, base: PersonaAligner, student: PersonaAgent, metric: Metric, guard: BudgetGuard) -> None:
+    def __init__(
+        self,
+        base: PersonaAligner,
+        student: PersonaAgent,
+        metric: Metric,
+        guard: BudgetGuard,
+        reflect: Callable[[str], str],
+        constraint: _Constraint,
+    ) -> None:
+        from gepa.proposer.reflective_mutation.reflection_lm import StatelessReflectionLM
+
         self.base = base
         self.student = student
         self.metric = metric
         self.guard = guard
         self.exhausted: str | None = None
         self.evaluations: list[dict[str, Any]] = []
-        self.propose_new_texts = None  # GEPA's default reflective proposer
+        self.constraint = constraint
+        self._reflection = StatelessReflectionLM(reflect)  # GEPA's default proposer, prompt and parsing
+
+    def propose_new_texts(self, candidate, reflective_dataset, components_to_update) -> dict[str, str]:
+        """GEPA's own reflective proposal, then the persona constraints (when enabled) on each new text."""
+        proposal, self._reflection = self._reflection.reflect(candidate, reflective_dataset, components_to_update)
+        return {name: self.constraint(text) for name, text in proposal.new_texts.items()}
 
     def _persona(self, candidate: dict[str, str]) -> Persona:
         return Persona(user_id=self.student.user_id, text=candidate["persona"], source="aligned")
@@ -135,6 +180,7 @@ class GEPAPersonaOptimizer(Teleprompter):
         log_dir: str | Path | None = None,
         num_threads: int = 4,
         seed: int = 0,
+        constrain: bool = True,
     ) -> None:
         super().__init__()
         self.base = PersonaAligner(metric=metric, n=n, num_threads=num_threads)
@@ -142,6 +188,7 @@ class GEPAPersonaOptimizer(Teleprompter):
         self.reflection_lm = reflection_lm
         self.log_dir = log_dir
         self.seed = seed
+        self.constrain = constrain
 
     def compile(self, student: PersonaAgent, *, trainset, teacher=None, valset=None) -> PersonaAgent:
         import gepa
@@ -154,15 +201,17 @@ class GEPAPersonaOptimizer(Teleprompter):
             raise InvalidInputError("trainset", trainset, "needs at least one example with ground truth")
         persona = student.persona or init_persona(student.user_id)
         started = time.perf_counter()
+        constraint = _Constraint(self.base, persona.text, self.constrain)
         with track_usage() as meter:
             guard = self.budget.guard(meter)
-            adapter = _PersonaGEPAAdapter(self.base, student, metric, guard)
             lm = self.reflection_lm or dspy.settings.lm
 
             def reflect(prompt: str) -> str:
                 guard()  # the proposer's calls count against the same budget
                 out = lm(prompt)
                 return out[0] if isinstance(out, list) else str(out)
+
+            adapter = _PersonaGEPAAdapter(self.base, student, metric, guard, reflect, constraint)
 
             per_eval = self.base._steps_per_example(student)
             with dspy.context(**{STEP_GUARD: guard}):
@@ -173,7 +222,6 @@ class GEPAPersonaOptimizer(Teleprompter):
                         trainset=batch,
                         valset=list(valset) if valset else batch,
                         adapter=adapter,
-                        reflection_lm=reflect,
                         max_metric_calls=max(len(batch), self.budget.max_lm_calls // per_eval),
                         stop_callbacks=[lambda state: adapter.exhausted is not None],
                         reflection_minibatch_size=len(batch),
@@ -194,7 +242,9 @@ class GEPAPersonaOptimizer(Teleprompter):
                 "user_id": student.user_id,
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
+                "constrained": self.constrain,
                 "persona_check": persona_check(self.base, persona, final, "GEPA"),
+                "proposals": constraint.trace(),
                 "evaluations": adapter.evaluations,
                 "val_scores": list(result.val_aggregate_scores) if result is not None else [],
                 "candidates": [c["persona"] for c in result.candidates] if result is not None else [],
@@ -210,16 +260,18 @@ class GEPAPersonaOptimizer(Teleprompter):
 class PersonaView(dspy.Module):
     """The agent as COPRO sees it: one predictor, `persona`, whose instruction is the persona text.
 
-    COPRO rewrites that instruction and scores the program; `forward` runs the real agent under it."""
+    COPRO rewrites that instruction and scores the program; `forward` runs the real agent under the
+    instruction as `constraint` holds it."""
 
-    def __init__(self, agent: PersonaAgent, persona: Persona) -> None:
+    def __init__(self, agent: PersonaAgent, persona: Persona, constraint: _Constraint) -> None:
         super().__init__()
         self.persona = dspy.Predict(agent.task_signature.with_instructions(persona.text))
-        self._holder = SimpleNamespace(agent=agent)  # hides the agent's predictors from the optimizer
+        # hides the agent's predictors (and the shared constraint) from the optimizer's deepcopy and walk
+        self._holder = SimpleNamespace(agent=agent, constraint=constraint)
 
     def forward(self, as_of=None, **inputs: Any) -> dspy.Prediction:
-        agent = self._holder.agent
-        text = self.persona.signature.instructions
+        agent, constraint = self._holder.agent, self._holder.constraint
+        text = constraint(self.persona.signature.instructions)
         return agent.with_persona(Persona(user_id=agent.user_id, text=text, source="aligned"))(as_of=as_of, **inputs)
 
 
@@ -237,6 +289,7 @@ class COPROPersonaOptimizer(Teleprompter):
         max_tokens: int | None = None,
         max_seconds: float | None = None,
         num_threads: int = 1,
+        constrain: bool = True,
     ) -> None:
         super().__init__()
         if breadth < 2:
@@ -248,6 +301,7 @@ class COPROPersonaOptimizer(Teleprompter):
             raise InvalidInputError("max_lm_calls", max_lm_calls, f"COPRO needs more than {reserve} calls")
         self.budget = Budget(None if max_lm_calls is None else max_lm_calls - reserve, max_tokens, max_seconds)
         self.num_threads = num_threads
+        self.constrain = constrain
 
     def compile(self, student: PersonaAgent, *, trainset, teacher=None, valset=None) -> PersonaAgent:
         metric = self.base._metric_for(student)
@@ -259,6 +313,7 @@ class COPROPersonaOptimizer(Teleprompter):
             ex.with_inputs(*ex.inputs().keys(), AS_OF) if AS_OF in ex else ex for ex in list(trainset)[-self.base.n :]
         ]
         persona = student.persona or init_persona(student.user_id)
+        constraint = _Constraint(self.base, persona.text, self.constrain)
         started = time.perf_counter()
         reason = "completed"
         # Evaluate counts a spent budget as an example error: let it score 0 rather than abort COPRO.
@@ -268,11 +323,11 @@ class COPROPersonaOptimizer(Teleprompter):
                 copro = dspy.COPRO(metric=metric, breadth=self.breadth, depth=self.depth, track_stats=True)
                 try:
                     view = copro.compile(
-                        PersonaView(student, persona),
+                        PersonaView(student, persona, constraint),
                         trainset=batch,
                         eval_kwargs={"num_threads": self.num_threads, "display_progress": False},
                     )
-                    best_text = view.persona.signature.instructions
+                    best_text = constraint(view.persona.signature.instructions)  # the text that was scored
                 except BudgetExhaustedError:
                     best_text = persona.text
             if guard.exhausted:
@@ -285,7 +340,9 @@ class COPROPersonaOptimizer(Teleprompter):
                 "user_id": student.user_id,
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
+                "constrained": self.constrain,
                 "persona_check": persona_check(self.base, persona, final, "COPRO"),
+                "proposals": constraint.trace(),
                 "stop_reason": reason,
                 "usage": meter.report().as_dict(),
                 "seconds": round(time.perf_counter() - started, 3),

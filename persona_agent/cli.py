@@ -233,6 +233,9 @@ def compile_command(
     max_lm_calls: Annotated[int | None, typer.Option(help="Budget: most LM calls per user.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Budget: most tokens per user.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Budget: most seconds per user.")] = None,
+    constrain: Annotated[
+        bool, typer.Option(help="GEPA/COPRO: hold each proposal to PersonaAligner's checks (off: as published).")
+    ] = True,
     promote: Annotated[bool, typer.Option(help="Make a changed persona live.")] = True,
     promote_flagged: Annotated[
         bool, typer.Option(help="Also make live a GEPA/COPRO persona that fails PersonaAligner's checks.")
@@ -254,6 +257,7 @@ def compile_command(
         max_lm_calls=max_lm_calls,
         max_tokens=max_tokens,
         max_seconds=max_seconds,
+        constrain=constrain,
         promote=promote,
         promote_flagged=promote_flagged,
         register_model=register,

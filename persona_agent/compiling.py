@@ -2,8 +2,9 @@
 commit (a new registry version, its MLflow run, promote). The CLI prints the plan's estimate before running;
 the service runs the same two steps as a background job.
 
-GEPA and COPRO search without PersonaAligner's constraints; a persona they return that fails those checks
-(`persona_check`) is registered and tracked but not made live unless `promote_flagged` is set.
+GEPA and COPRO hold each proposal to PersonaAligner's constraints unless `constrain` is off (the published
+search); a persona they return that fails those checks (`persona_check`) is registered and tracked but not
+made live unless `promote_flagged` is set.
 
 The alignment batch is the user's latest interactions that carry a real response: rows the agent wrote itself
 (recorded answers, `update_memory` notes) are never taken as ground truth.
@@ -53,6 +54,10 @@ class CompileOptions(BaseModel):
     max_lm_calls: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_seconds: float | None = Field(default=None, gt=0)
+    constrain: bool = Field(
+        default=True,
+        description="GEPA/COPRO: hold each proposal to PersonaAligner's checks before it is scored (False: as published)",
+    )
     promote: bool = Field(default=True, description="make the new version live when it differs")
     promote_flagged: bool = Field(
         default=False,
@@ -139,8 +144,9 @@ def _optimizer(options: CompileOptions) -> Any:
             **budget,
         )
     if options.strategy == "gepa":
-        return make_optimizer("gepa", n=options.n, **{**budget, "max_lm_calls": options.max_lm_calls or 60})
-    return make_optimizer("copro", n=options.n, depth=options.iterations, **budget)
+        budget["max_lm_calls"] = options.max_lm_calls or 60
+        return make_optimizer("gepa", n=options.n, constrain=options.constrain, **budget)
+    return make_optimizer("copro", n=options.n, depth=options.iterations, constrain=options.constrain, **budget)
 
 
 def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | None = None) -> CompilePlan:
@@ -233,6 +239,8 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
         "signature": plan.base_agent.task_signature.__name__,
         "estimate_max_lm_calls": plan.estimate.get("max_lm_calls"),
     }
+    if options.strategy != "persona_aligner":
+        params["constrain"] = options.constrain
     scores, usage = _scores(trace), dict(trace.get("usage", {}))
     with workspace.commit_lock:
         if workspace.forget_epoch(user) != plan.epoch:

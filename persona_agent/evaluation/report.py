@@ -498,7 +498,7 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
 
 
 def _persona_check_note(effects: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
-    """GEPA/COPRO search without PersonaAligner's constraints: how many of their personas fail them."""
+    """The evaluation runs GEPA/COPRO as published (`constrain=False`): how many of their personas fail the checks."""
     checked = [e for e in effects if e.get("personas_checked")]
     if not checked:
         return []

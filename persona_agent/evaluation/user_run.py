@@ -282,9 +282,10 @@ class UserRun:
         }
         if strategy == "persona_aligner":
             return PersonaAligner(iterations=self.config.align_iterations, **common)
+        # GEPA and COPRO are the published baselines here: they search unconstrained, as the runs' rows were made.
         if strategy == "gepa":
-            return make_optimizer("gepa", seed=self.config.seed, log_dir=log_dir, **common)
-        return make_optimizer(strategy, **common)
+            return make_optimizer("gepa", seed=self.config.seed, log_dir=log_dir, constrain=False, **common)
+        return make_optimizer(strategy, constrain=False, **common)
 
     def _persona(self, spec: MethodSpec) -> Persona | None:
         if spec.persona == "none":

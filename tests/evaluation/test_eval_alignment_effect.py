@@ -101,6 +101,10 @@ def test_the_report_prints_what_alignment_did(full_run):
         found = next(e for e in results["alignment_effects"] if e["strategy"] == strategy)
         assert (found["personas_checked"], found["personas_flagged"]) == (len(rows), 0)
     assert "PersonaAgent + GEPA 0 of 2; PersonaAgent + COPRO 0 of 2." in markdown
+    # the evaluation runs GEPA and COPRO as published (unconstrained), as its committed rows were made
+    states = [json.loads(p.read_text()) for p in (full_run.result.run_dir / "state").glob("*.json")]
+    traces = [s["alignments"][k]["trace"] for s in states for k in ("gepa", "copro")]
+    assert len(traces) == 4 and all(t["constrained"] is False for t in traces)
     assert effect["personas_checked"] == 0  # PersonaAligner constrains its own personas: nothing to check
 
 

@@ -10,6 +10,7 @@ import pytest
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers import trainset_from_store
 from persona_agent.optimizers.strategies import COPROPersonaOptimizer, GEPAPersonaOptimizer, make_optimizer
+from persona_agent.programs.persona import persona_sections
 from persona_agent.signatures import CategorizeArticle
 from persona_agent.testing import ScriptedLM
 from tests.support import museum_lm
@@ -40,13 +41,43 @@ def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
     assert trace["persona_check"] == "ok"
 
 
-def test_gepa_flags_a_persona_that_lost_its_sections(store, caplog):
+def test_gepa_holds_each_proposal_to_the_persona_constraints(store):
+    lm = museum_lm(BARE)
+    agent = agent_for(store)
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40).compile(agent, trainset=trainset)
+    sections = persona_sections(compiled.persona.text)
+    assert sections["User profile"] == BARE  # the bare rewrite became the profile part ...
+    assert sections["Agent instructions"] == persona_sections(agent.persona.text)["Agent instructions"]  # ... only
+    trace = compiled.alignment_trace
+    assert trace["constrained"] is True and trace["persona_check"] == "ok"
+    assert trace["proposals"] == [
+        {"proposed_chars": len(BARE), "note": "no headings: kept as profile, instructions unchanged"}
+    ]
+    assert max(trace["val_scores"]) == 1.0  # what was scored is the constrained persona, which names museums
+
+
+def test_gepa_never_scores_a_rejected_proposal(store):
+    lm = museum_lm("")  # an empty reflection: PersonaAligner rejects it, so the start persona stands in for it
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=20).compile(agent_for(store), trainset=trainset)
+    assert compiled.persona.version == 0
+    assert compiled.alignment_trace["proposals"] == [{"proposed_chars": 0, "note": "rejected: empty update"}]
+    assert all(e["persona"] == compiled.persona.text for e in compiled.alignment_trace["evaluations"])
+
+
+def test_unconstrained_gepa_flags_a_persona_that_lost_its_sections(store, caplog):
     lm = museum_lm(BARE)
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
-        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40).compile(agent_for(store), trainset=trainset)
-    assert compiled.persona.text == BARE  # GEPA's search is left as published: it keeps the better scorer
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40, constrain=False).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert compiled.persona.text == BARE  # GEPA's search as published: it keeps the better scorer
     assert compiled.alignment_trace["persona_check"] == REPAIRED
+    assert compiled.alignment_trace["proposals"] == []
     assert "GEPA persona for user alice" in caplog.text and "no headings" in caplog.text
 
 
@@ -82,21 +113,39 @@ def test_copro_searches_personas_by_score(store):
     assert len(lm.calls) <= 30
 
 
-def test_copro_flags_a_persona_over_the_cap(store, caplog):
-    long = GOOD.replace("museums and opera.", "museums and opera. " * 150)
-    lm = ScriptedLM(
+LONG = GOOD.replace("museums and opera.", "museums and opera. " * 150)  # over PersonaAligner's 2,000-character cap
+
+
+def long_proposals_lm() -> ScriptedLM:
+    return ScriptedLM(
         {
             REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
             ANSWER: answers,
-            "*": {"proposed_instruction": long, "proposed_prefix_for_output_field": "Category:"},
+            "*": {"proposed_instruction": LONG, "proposed_prefix_for_output_field": "Category:"},
         }
     )
+
+
+def test_copro_scores_and_returns_proposals_as_constrained(store):
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-    with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+    with dspy.context(lm=long_proposals_lm()):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30).compile(
             agent_for(store), trainset=trainset
         )
-    assert len(compiled.persona.text) > 2000
+    text = compiled.persona.text
+    assert len(text) <= 2000 and text.endswith("## Agent instructions\nCheck memory.")
+    trace = compiled.alignment_trace
+    assert trace["constrained"] is True and trace["persona_check"] == "ok"
+    assert trace["proposals"] == [{"proposed_chars": len(LONG), "note": "profile shortened to the length cap"}]
+
+
+def test_unconstrained_copro_flags_a_persona_over_the_cap(store, caplog):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=long_proposals_lm()), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+        compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30, constrain=False).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert compiled.persona.text == LONG
     assert compiled.alignment_trace["persona_check"] == "would be repaired: profile shortened to the length cap"
     assert "COPRO persona for user alice" in caplog.text
 

@@ -159,11 +159,15 @@ def test_gepa_from_the_cli_on_a_labelled_task_holds_a_flagged_persona_back(tmp_p
     monkeypatch.setenv("PERSONA_AGENT_TASK_SIGNATURE", "NoSuchTask")
     assert run("personas", "list").exit_code == 2
     monkeypatch.setenv("PERSONA_AGENT_TASK_SIGNATURE", "CategorizeArticle")
-    result = run("compile", "--user", "alice", "--strategy", "gepa", "--max-lm-calls", "40")
+    result = run("compile", "--user", "alice", "--strategy", "gepa", "--max-lm-calls", "40", "--no-constrain")
     assert result.exit_code == 0, result.output
     assert "persona_check" in result.stderr and "no headings" in result.stderr and "not made live" in result.stderr
     assert run("personas", "show", "--user", "alice").stdout.strip() != bare  # v0 still live
     assert run("personas", "show", "--user", "alice", "--version", "1").stdout.strip() == bare
+    result = run("compile", "--user", "alice", "--strategy", "gepa", "--max-lm-calls", "40")  # constrained
+    assert result.exit_code == 0 and "persona_check" not in result.stderr, result.output
+    live = run("personas", "show", "--user", "alice").stdout
+    assert f"## User profile\n{bare}" in live and "## Agent instructions" in live
 
 
 def test_forget_asks_unless_yes_and_reports_counts(tmp_path, embedder):

@@ -111,9 +111,11 @@ def test_the_edit_update_mode_is_passed_to_the_aligner_and_logged(tracking_home,
 
 
 def test_a_flagged_strategy_persona_is_registered_but_not_made_live(tracking_home, embedder, tmp_path):
-    """GEPA hands back a bare instruction (no sections): the version and its run are kept, the live persona
-    is not changed until someone reviews it, unless `promote_flagged` asks otherwise."""
+    """Unconstrained GEPA hands back a bare instruction (no sections): the version and its run are kept, the
+    live persona is not changed until someone reviews it, unless `promote_flagged` asks otherwise. By default
+    the same proposal is held to the persona's sections before it is scored, and goes live."""
     bare = "Act as a guide to museums and opera."
+    published = {"strategy": "gepa", "max_lm_calls": 40, "constrain": False}
     with make_workspace(
         embedder,
         lm=museum_lm(bare),
@@ -121,17 +123,22 @@ def test_a_flagged_strategy_persona_is_registered_but_not_made_live(tracking_hom
         mlflow_register_models=True,
         task_signature="CategorizeArticle",  # a labelled task: GEPA's metric
     ) as ws:
-        for user in ("alice", "bob"):
+        for user in ("alice", "bob", "carol"):
             ws.store.add(user, opera_history())
-        held = compile_user(ws, "alice", CompileOptions(strategy="gepa", max_lm_calls=40))
+        held = compile_user(ws, "alice", CompileOptions(**published))
         assert held.changed and not held.promoted and held.model_version is None
         assert held.persona_check == "would be repaired: no headings: kept as profile, instructions unchanged"
         assert ws.registry.get("alice", held.version).text == bare  # nothing lost: the version is kept
         assert ws.registry.live("alice").version == 0 and ws.program("alice")[1] == 0
         tags = ws.tracker.client.get_run(held.mlflow_run_id).data.tags
         assert tags["persona_check"] == held.persona_check
-        forced = compile_user(ws, "bob", CompileOptions(strategy="gepa", max_lm_calls=40, promote_flagged=True))
+        assert ws.tracker.client.get_run(held.mlflow_run_id).data.params["constrain"] == "False"
+        forced = compile_user(ws, "bob", CompileOptions(**published, promote_flagged=True))
         assert forced.promoted and forced.model_version is not None
         assert ws.registry.live("bob").version == forced.version
+        kept = compile_user(ws, "carol", CompileOptions(strategy="gepa", max_lm_calls=40))
+        assert kept.persona_check == "ok" and kept.promoted
+        assert ws.registry.live("carol").version == kept.version
+        assert ws.registry.get("carol").text.startswith(f"## User profile\n{bare}\n\n## Agent instructions")
         reviewed = ws.promote("alice", held.version)  # after review, by hand: registered then
         assert reviewed.live.version == held.version and reviewed.model_version is not None
