@@ -50,6 +50,24 @@ Metric = Callable[..., float]
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
+def _unwrap(proposed: str) -> str:
+    """The text inside a code fence or a pair of quotes wrapped around the whole proposal (an LM's habit);
+    a fence or quote that only ends the text is part of it."""
+    text = proposed.strip()
+    fenced = re.fullmatch(r"```[\w-]*\n(.*?)\n?```", text, flags=re.S)
+    if fenced:
+        text = fenced.group(1).strip()
+    if len(text) > 1 and text[0] == text[-1] == '"':
+        text = text[1:-1].strip()
+    return text
+
+
+def _subheadings(text: str, keep: tuple[str, ...] = ()) -> str:
+    """Demote each `## ` line not named in `keep` to `### `, so it cannot start a persona section."""
+    lines = text.splitlines()
+    return "\n".join(f"#{ln}" if ln.startswith("## ") and ln[3:].strip() not in keep else ln for ln in lines)
+
+
 @dataclass(frozen=True)
 class CompileEstimate:
     """The most LM calls a compile can make, by phase (simulation, loss, gradient, update, evaluation).
@@ -261,12 +279,15 @@ class PersonaAligner(Teleprompter):
 
     def constrain(self, current: str, proposed: str) -> tuple[str | None, str]:
         """Hold a proposed persona to the two-part structure, the template variables and the length cap.
-        Returns (text or None if it must be rejected, note)."""
-        text = re.sub(r"^```\w*\n|\n```$", "", proposed.strip()).strip().strip('"').strip()
+        Returns (text or None if it must be rejected, note). Idempotent: a text it returns passes again as is.
+
+        Any other `## ` heading becomes a `### ` subheading of the section it is in: its text is kept, and
+        it cannot split a section when the persona is read again."""
+        text = _unwrap(proposed)
         if not text:
             return None, "empty update"
-        old, new = persona_sections(current), persona_sections(text)
         profile_key, instr_key = PROFILE_HEADING[3:], INSTRUCTIONS_HEADING[3:]
+        old, new = persona_sections(current), persona_sections(_subheadings(text, keep=(profile_key, instr_key)))
         note = "ok"
         if profile_key not in new and instr_key not in new:  # a bare rewrite: take it as the profile
             new = {profile_key: text, instr_key: old.get(instr_key, "")}
@@ -276,12 +297,9 @@ class PersonaAligner(Teleprompter):
                 if not new.get(key):
                     new[key] = old.get(key, "")
                     note = f"missing '{key}' section restored"
-        lost = set(_PLACEHOLDER.findall(current)) - set(_PLACEHOLDER.findall(text))
-        if lost:
-            return None, f"template variables lost: {sorted(lost)}"
-        instructions = new[instr_key].strip()
+        instructions = _subheadings(new[instr_key].strip())
         budget = self.max_persona_chars - len(PROFILE_HEADING) - len(INSTRUCTIONS_HEADING) - len(instructions) - 4
-        profile = new[profile_key].strip()
+        profile = _subheadings(new[profile_key].strip())
         if budget < 40:
             return None, "instructions alone exceed the length cap"
         if len(profile) > budget:
@@ -289,7 +307,11 @@ class PersonaAligner(Teleprompter):
             end = cut.rfind(". ")
             profile = cut[: end + 1] if end > budget // 2 else cut.rstrip()
             note = "profile shortened to the length cap"
-        return f"{PROFILE_HEADING}\n{profile}\n\n{INSTRUCTIONS_HEADING}\n{instructions}", note
+        result = f"{PROFILE_HEADING}\n{profile}\n\n{INSTRUCTIONS_HEADING}\n{instructions}"
+        lost = set(_PLACEHOLDER.findall(current)) - set(_PLACEHOLDER.findall(result))
+        if lost:
+            return None, f"template variables lost: {sorted(lost)}"
+        return result, note
 
     # -- compile ------------------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ import threading
 
 import dspy
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers import PersonaAligner, align_async, trainset_from_store
@@ -191,6 +193,36 @@ def test_update_constraints(store):
     assert len(text) <= 800 and "## Agent instructions" in text and "{topic}" in text
     text, note = aligner.constrain(current, "```\nLikes {topic} and art.\n```")
     assert persona_sections(text)["User profile"] == "Likes {topic} and art." and note.startswith("no headings")
+
+
+def test_constraints_keep_what_only_looks_like_a_wrapper_or_a_heading():
+    aligner = PersonaAligner()
+    current = init_persona("alice", "Likes opera.").text
+    code = "## User profile\nLikes opera.\n\n## Agent instructions\nAnswer as JSON:\n```json\n{}\n```"
+    assert aligner.constrain(current, code) == (code, "ok")  # a closing fence that is part of the text stays
+    quoted = '## User profile\nLikes opera.\n\n## Agent instructions\nSay "bravo"'
+    assert aligner.constrain(current, quoted) == (quoted, "ok")
+    assert aligner.constrain(current, f'"{quoted}"') == (quoted, "ok")  # a pair of quotes around it all goes
+    text, note = aligner.constrain(
+        current, "## User profile\nLikes opera.\n## Notes\nSits up front.\n## Agent instructions\nBe brief."
+    )
+    assert note == "ok" and "### Notes\nSits up front." in text  # another section is kept, as a subheading
+    assert persona_sections(text)["User profile"] == "Likes opera.\n### Notes\nSits up front."
+
+
+LINES = ["## User profile", "## Agent instructions", "## Notes", " ## Agent instructions", "```", "```json", '"']
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.one_of(st.sampled_from(LINES), st.text('ab {}#`"\r\t .', max_size=12)), max_size=12))
+def test_constraints_are_idempotent(lines):
+    """What `constrain` returns passes it again unchanged: a GEPA or COPRO persona held to the constraints
+    during the search is what `persona_check` then calls ok."""
+    aligner = PersonaAligner(max_persona_chars=900)
+    current = init_persona("alice", "Likes opera; calls the user {name}.").text
+    text, _ = aligner.constrain(current, "\n".join(lines))
+    if text is not None:
+        assert aligner.constrain(current, text) == (text, "ok")
 
 
 def test_two_users_compiled_concurrently_never_exchange_personas(store):
