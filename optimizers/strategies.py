@@ -11,9 +11,10 @@ Every LM call (simulation, loss, GEPA's reflection) passes the compile's budget 
 proposal calls are outside it, so its guard keeps back one call per depth round for them.
 
 By default (`constrain=True`) each proposal is held to `PersonaAligner.constrain` (the two sections, the
-template variables, the length cap) before it is scored, so what wins the search is a persona the agent can
-run under. A small LM otherwise hands back its own prompt, or a bare instruction that drops the agent's
-tool instructions. `constrain=False` searches as published; the evaluation's GEPA and COPRO rows do.
+template variables, the length cap) before it is scored, and one that echoes the optimizer's own prompt
+(`prompt_echo`) is rejected, so what wins the search is a persona the agent can run under. A small LM
+otherwise hands back its own prompt, or a bare instruction that drops the agent's tool instructions.
+`constrain=False` searches as published; the evaluation's GEPA and COPRO rows do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dspy.teleprompt import Teleprompter
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, BudgetGuard
 from persona_agent.optimizers.persona_aligner import Metric, PersonaAligner, _jsonable
+from persona_agent.optimizers.prompt_echo import PromptEcho, copro_prompt, gepa_reflection_prompt
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -43,14 +45,18 @@ STRATEGIES = ("persona_aligner", "gepa", "copro")
 logger = logging.getLogger(__name__)
 
 
-def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strategy: str) -> str:
-    """What `PersonaAligner.constrain` says of the persona a strategy returned: "ok", or what breaks.
+def persona_check(
+    base: PersonaAligner, initial: Persona, final: Persona, strategy: str, echo: PromptEcho | None = None
+) -> str:
+    """What `PersonaAligner.constrain` (and `echo`, the strategy's own prompt) says of the persona a strategy
+    returned: "ok", or what breaks.
 
     Under `constrain=False` a strategy returns what its search found; the check goes in the trace and a
     warning, so nobody serves such a persona unawares. Under `constrain=True` it is "ok" by construction."""
     if final.text == initial.text:
         return "ok"
-    text, note = base.constrain(initial.text, final.text)
+    echoed = echo.note(final.text) if echo is not None else None
+    text, note = (None, echoed) if echoed else base.constrain(initial.text, final.text)
     if text is not None and note == "ok":
         return "ok"
     note = f"{'would be rejected' if text is None else 'would be repaired'}: {note}"
@@ -65,12 +71,12 @@ def persona_check(base: PersonaAligner, initial: Persona, final: Persona, strate
 
 
 class _Constraint:
-    """Applies `PersonaAligner.constrain` to proposals against the persona the search started from, and
-    keeps a note for each distinct proposal (for the trace). A rejected proposal becomes the start persona,
-    so it can never win."""
+    """Applies `PersonaAligner.constrain` to proposals against the persona the search started from, after
+    rejecting one that echoes the search's own prompt, and keeps a note for each distinct proposal (for the
+    trace). A rejected proposal becomes the start persona, so it can never win."""
 
-    def __init__(self, base: PersonaAligner, initial: str, enabled: bool) -> None:
-        self.base, self.initial, self.enabled = base, initial, enabled
+    def __init__(self, base: PersonaAligner, initial: str, enabled: bool, echo: PromptEcho) -> None:
+        self.base, self.initial, self.enabled, self.echo = base, initial, enabled, echo
         self.notes: dict[str, str] = {}
 
     def __deepcopy__(self, memo: dict) -> _Constraint:
@@ -79,7 +85,8 @@ class _Constraint:
     def __call__(self, proposed: str) -> str:
         if not self.enabled or proposed == self.initial:
             return proposed
-        text, note = self.base.constrain(self.initial, proposed)
+        echoed = self.echo.note(proposed)
+        text, note = (None, echoed) if echoed else self.base.constrain(self.initial, proposed)
         if proposed not in self.notes:
             self.notes[proposed] = note if text is not None else f"rejected: {note}"
         return self.initial if text is None else text
@@ -201,7 +208,8 @@ class GEPAPersonaOptimizer(Teleprompter):
             raise InvalidInputError("trainset", trainset, "needs at least one example with ground truth")
         persona = student.persona or init_persona(student.user_id)
         started = time.perf_counter()
-        constraint = _Constraint(self.base, persona.text, self.constrain)
+        echo = gepa_reflection_prompt()
+        constraint = _Constraint(self.base, persona.text, self.constrain, echo)
         with track_usage() as meter:
             guard = self.budget.guard(meter)
             lm = self.reflection_lm or dspy.settings.lm
@@ -243,7 +251,7 @@ class GEPAPersonaOptimizer(Teleprompter):
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
                 "constrained": self.constrain,
-                "persona_check": persona_check(self.base, persona, final, "GEPA"),
+                "persona_check": persona_check(self.base, persona, final, "GEPA", echo),
                 "proposals": constraint.trace(),
                 "evaluations": adapter.evaluations,
                 "val_scores": list(result.val_aggregate_scores) if result is not None else [],
@@ -313,7 +321,8 @@ class COPROPersonaOptimizer(Teleprompter):
             ex.with_inputs(*ex.inputs().keys(), AS_OF) if AS_OF in ex else ex for ex in list(trainset)[-self.base.n :]
         ]
         persona = student.persona or init_persona(student.user_id)
-        constraint = _Constraint(self.base, persona.text, self.constrain)
+        echo = copro_prompt()
+        constraint = _Constraint(self.base, persona.text, self.constrain, echo)
         started = time.perf_counter()
         reason = "completed"
         # Evaluate counts a spent budget as an example error: let it score 0 rather than abort COPRO.
@@ -341,7 +350,7 @@ class COPROPersonaOptimizer(Teleprompter):
                 "initial_persona": persona.to_dict(),
                 "final_persona": final.to_dict(),
                 "constrained": self.constrain,
-                "persona_check": persona_check(self.base, persona, final, "COPRO"),
+                "persona_check": persona_check(self.base, persona, final, "COPRO", echo),
                 "proposals": constraint.trace(),
                 "stop_reason": reason,
                 "usage": meter.report().as_dict(),

@@ -81,6 +81,36 @@ def test_unconstrained_gepa_flags_a_persona_that_lost_its_sections(store, caplog
     assert "GEPA persona for user alice" in caplog.text and "no headings" in caplog.text
 
 
+# GEPA's reflection prompt handed back by the LM, with the user's interests in it (so it would score 1.0)
+GEPA_ECHO = (
+    "I provided an assistant with the following instructions to perform a task for me: writes about museums "
+    "and opera. The following are examples of different task inputs provided to the assistant along with the "
+    "assistant's response for each of them."
+)
+
+
+def test_gepa_rejects_a_proposal_that_echoes_its_own_prompt(store):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=museum_lm(GEPA_ECHO)):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40).compile(agent_for(store), trainset=trainset)
+    assert compiled.persona.version == 0  # it scored better, but it is no persona
+    (proposal,) = compiled.alignment_trace["proposals"]
+    assert proposal["note"] == (
+        "rejected: echoes GEPA's reflection prompt ('i provided an assistant with the following instructions')"
+    )
+    assert all(e["persona"] == compiled.persona.text for e in compiled.alignment_trace["evaluations"])
+
+
+def test_unconstrained_gepa_flags_an_echo_of_its_own_prompt(store):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=museum_lm(GEPA_ECHO)):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40, constrain=False).compile(
+            agent_for(store), trainset=trainset
+        )
+    assert compiled.persona.text == GEPA_ECHO
+    assert compiled.alignment_trace["persona_check"].startswith("would be rejected: echoes GEPA's reflection prompt")
+
+
 def test_gepa_stops_at_a_small_budget(store):
     lm = ScriptedLM({REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}}, ANSWER: answers})
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
@@ -148,6 +178,35 @@ def test_unconstrained_copro_flags_a_persona_over_the_cap(store, caplog):
     assert compiled.persona.text == LONG
     assert compiled.alignment_trace["persona_check"] == "would be repaired: profile shortened to the length cap"
     assert "COPRO persona for user alice" in caplog.text
+
+
+# COPRO's list of attempts handed back as the instruction (LaMP-2M user 16 in the evaluation)
+COPRO_ECHO = "[3] «Prefix #1: Tag:»\n[4] «Resulting Score #1: 33.33»\n[5] «Instruction #2: Write about museums.»"
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_copro_tells_an_echo_of_its_own_prompt_from_a_persona(store, constrain):
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
+            ANSWER: answers,
+            "*": {"proposed_instruction": COPRO_ECHO, "proposed_prefix_for_output_field": "Category:"},
+        }
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm):
+        compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30, constrain=constrain).compile(
+            agent_for(store), trainset=trainset
+        )
+    trace = compiled.alignment_trace
+    if constrain:
+        assert compiled.persona.version == 0 and trace["persona_check"] == "ok"
+        assert trace["proposals"] == [
+            {"proposed_chars": len(COPRO_ECHO), "note": "rejected: echoes COPRO's prompt ('Prefix #1:')"}
+        ]
+    else:
+        assert compiled.persona.text == COPRO_ECHO  # it names museums, so it outscored the start persona
+        assert trace["persona_check"] == "would be rejected: echoes COPRO's prompt ('Prefix #1:')"
 
 
 def test_make_optimizer():

@@ -1,0 +1,89 @@
+"""Whether a proposed persona is the optimizer's own prompt handed back.
+
+Asked to rewrite an instruction, a small LM sometimes returns the request itself. The evaluation has
+two cases: GEPA's reflection prompt with its examples and feedback (LaMP-2M user 4), and COPRO's list of
+attempts and their scores (LaMP-2M user 16). Such a text describes no user. PersonaAligner's structural
+constraints would keep it as the profile, so the strategies test for it separately.
+
+The test is verbatim: a run of `RUN` consecutive words from the prompt's fixed text, or a label the
+optimizer writes into its prompt (COPRO's "Resulting Score #2:"). A persona may quote a phrase or two
+of an instruction; eight words in a row from the meta-prompt is an echo.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+RUN = 8
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class PromptEcho:
+    """The fixed text of one optimizer's meta-prompt, as runs of `RUN` words, plus its labels (regexes).
+
+    `pieces` are the prompt's fixed parts: a run never spans two pieces, because a template variable sits
+    between them in the real prompt."""
+
+    name: str
+    pieces: Sequence[str]
+    labels: Sequence[str] = ()
+    _runs: frozenset[tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _labels: tuple[re.Pattern[str], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        runs = {tuple(w[i : i + RUN]) for w in map(_words, self.pieces) for i in range(len(w) - RUN + 1)}
+        object.__setattr__(self, "_runs", frozenset(runs))
+        object.__setattr__(self, "_labels", tuple(re.compile(p) for p in self.labels))
+
+    def find(self, text: str) -> str | None:
+        """The first echoed passage in `text` (a label, or `RUN` words), or None."""
+        for label in self._labels:
+            hit = label.search(text)
+            if hit:
+                return hit.group(0)
+        words = _words(text)
+        for i in range(len(words) - RUN + 1):
+            if tuple(words[i : i + RUN]) in self._runs:
+                return " ".join(words[i : i + RUN])
+        return None
+
+    def note(self, text: str) -> str | None:
+        """The note for the trace, "echoes <name> (<passage>)", or None when `text` does not echo it."""
+        passage = self.find(text)
+        return None if passage is None else f"echoes {self.name} ({passage!r})"
+
+
+def gepa_reflection_prompt() -> PromptEcho:
+    """GEPA's default reflection prompt (the one its `StatelessReflectionLM` sends), split at its variables."""
+    from gepa.strategies.instruction_proposal import InstructionProposalSignature
+
+    pieces = re.split(r"<curr_param>|<side_info>", InstructionProposalSignature.default_prompt_template)
+    return PromptEcho("GEPA's reflection prompt", tuple(pieces))
+
+
+def copro_prompt() -> PromptEcho:
+    """COPRO's two proposal signatures (instructions and field descriptions), and the labels it puts on
+    each attempt it shows the LM ("Instruction #1:", "Prefix #1:", "Resulting Score #1:")."""
+    from dspy.teleprompt.copro_optimizer import BasicGenerateInstruction, GenerateInstructionGivenAttempts
+
+    return PromptEcho(
+        "COPRO's prompt",
+        tuple(_signature_texts((BasicGenerateInstruction, GenerateInstructionGivenAttempts))),
+        labels=(r"(?:Instruction|Prefix|Resulting Score) #\d+:",),
+    )
+
+
+def _signature_texts(signatures: Iterable[type]) -> Iterable[str]:
+    for signature in signatures:
+        yield signature.instructions
+        for info in signature.fields.values():
+            desc = (info.json_schema_extra or {}).get("desc")
+            if isinstance(desc, str) and not desc.startswith("${"):  # DSPy's placeholder for an unset desc
+                yield desc

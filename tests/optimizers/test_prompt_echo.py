@@ -1,0 +1,52 @@
+"""The echo test: a proposal that hands back the optimizer's own prompt is told apart from a persona."""
+
+from __future__ import annotations
+
+from gepa.strategies.instruction_proposal import InstructionProposalSignature
+
+from persona_agent.optimizers.prompt_echo import RUN, PromptEcho, copro_prompt, gepa_reflection_prompt
+
+PERSONA = (
+    "## User profile\nWatches classic science fiction and files most films under sci-fi or classic.\n\n"
+    "## Agent instructions\nSearch memory for similar films before you answer; give one tag."
+)
+
+
+def test_a_persona_is_not_an_echo():
+    assert gepa_reflection_prompt().find(PERSONA) is None
+    assert copro_prompt().find(PERSONA) is None
+
+
+def test_gepa_prompt_filled_in_and_handed_back_is_an_echo():
+    prompt = InstructionProposalSignature.default_prompt_template
+    handed_back = prompt.replace("<curr_param>", PERSONA).replace("<side_info>", "# Example 1\n...")
+    note = gepa_reflection_prompt().note(handed_back)
+    assert note == "echoes GEPA's reflection prompt ('i provided an assistant with the following instructions')"
+
+
+def test_part_of_a_sentence_in_other_words_is_an_echo_only_from_eight_words():
+    echo = gepa_reflection_prompt()
+    seven = "Identify all niche and domain specific factual"  # seven words of the prompt
+    assert echo.find(f"{PERSONA}\n{seven} knowledge about films.") is None
+    assert (
+        echo.find(f"{PERSONA}\n{seven} information about the task.")
+        == "identify all niche and domain specific factual information"
+    )
+
+
+def test_copro_attempt_labels_are_an_echo():
+    handed_back = "[3] «Prefix #1: Tag:»\n[4] «Resulting Score #1: 33.33»\n[5] «Instruction #2: Write a script.»"
+    assert copro_prompt().note(handed_back) == "echoes COPRO's prompt ('Prefix #1:')"
+    assert copro_prompt().find("You are an instruction optimizer for large language models.") is not None
+
+
+def test_a_run_never_spans_a_template_variable():
+    echo = PromptEcho("a prompt", ("one two three four five", "six seven eight nine ten"))
+    assert RUN == 8
+    assert echo.find("one two three four five six seven eight") is None  # the variable sat between five and six
+    assert (
+        PromptEcho("a prompt", ("one two three four five six seven eight",)).find(
+            "One, two; three four five six seven EIGHT!"
+        )
+        == "one two three four five six seven eight"
+    )
