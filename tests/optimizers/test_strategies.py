@@ -146,19 +146,20 @@ def test_copro_searches_personas_by_score(store):
 LONG = GOOD.replace("museums and opera.", "museums and opera. " * 150)  # over PersonaAligner's 2,000-character cap
 
 
-def long_proposals_lm() -> ScriptedLM:
+def copro_lm(instruction: str) -> ScriptedLM:
+    """The agent finishes at once and answers by `answers`; COPRO's proposer always proposes `instruction`."""
     return ScriptedLM(
         {
             REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
             ANSWER: answers,
-            "*": {"proposed_instruction": LONG, "proposed_prefix_for_output_field": "Category:"},
+            "*": {"proposed_instruction": instruction, "proposed_prefix_for_output_field": "Category:"},
         }
     )
 
 
 def test_copro_scores_and_returns_proposals_as_constrained(store):
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-    with dspy.context(lm=long_proposals_lm()):
+    with dspy.context(lm=copro_lm(LONG)):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30).compile(
             agent_for(store), trainset=trainset
         )
@@ -171,7 +172,7 @@ def test_copro_scores_and_returns_proposals_as_constrained(store):
 
 def test_unconstrained_copro_flags_a_persona_over_the_cap(store, caplog):
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-    with dspy.context(lm=long_proposals_lm()), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+    with dspy.context(lm=copro_lm(LONG)), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30, constrain=False).compile(
             agent_for(store), trainset=trainset
         )
@@ -186,13 +187,7 @@ COPRO_ECHO = "[3] «Prefix #1: Tag:»\n[4] «Resulting Score #1: 33.33»\n[5] «
 
 @pytest.mark.parametrize("constrain", [True, False])
 def test_copro_tells_an_echo_of_its_own_prompt_from_a_persona(store, constrain):
-    lm = ScriptedLM(
-        {
-            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
-            ANSWER: answers,
-            "*": {"proposed_instruction": COPRO_ECHO, "proposed_prefix_for_output_field": "Category:"},
-        }
-    )
+    lm = copro_lm(COPRO_ECHO)
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     with dspy.context(lm=lm):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30, constrain=constrain).compile(
@@ -216,13 +211,7 @@ def test_make_optimizer():
 
 
 def test_copro_budget_is_recorded_even_when_evaluate_swallows_it(store):
-    lm = ScriptedLM(
-        {
-            REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}},
-            ANSWER: answers,
-            "*": {"proposed_instruction": GOOD, "proposed_prefix_for_output_field": "Category:"},
-        }
-    )
+    lm = copro_lm(GOOD)
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     with dspy.context(lm=lm):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=6).compile(
