@@ -45,6 +45,12 @@ STRATEGIES = ("persona_aligner", "gepa", "copro")
 logger = logging.getLogger(__name__)
 
 
+def _hold(base: PersonaAligner, echo: PromptEcho | None, initial: str, proposed: str) -> tuple[str | None, str]:
+    """`PersonaAligner.constrain`, after rejecting a text that echoes the optimizer's own prompt."""
+    echoed = echo.note(proposed) if echo is not None else None
+    return (None, echoed) if echoed else base.constrain(initial, proposed)
+
+
 def persona_check(
     base: PersonaAligner, initial: Persona, final: Persona, strategy: str, echo: PromptEcho | None = None
 ) -> str:
@@ -55,8 +61,7 @@ def persona_check(
     warning, so nobody serves such a persona unawares. Under `constrain=True` it is "ok" by construction."""
     if final.text == initial.text:
         return "ok"
-    echoed = echo.note(final.text) if echo is not None else None
-    text, note = (None, echoed) if echoed else base.constrain(initial.text, final.text)
+    text, note = _hold(base, echo, initial.text, final.text)
     if text is not None and note == "ok":
         return "ok"
     note = f"{'would be rejected' if text is None else 'would be repaired'}: {note}"
@@ -85,8 +90,7 @@ class _Constraint:
     def __call__(self, proposed: str) -> str:
         if not self.enabled or proposed == self.initial:
             return proposed
-        echoed = self.echo.note(proposed)
-        text, note = (None, echoed) if echoed else self.base.constrain(self.initial, proposed)
+        text, note = _hold(self.base, self.echo, self.initial, proposed)
         if proposed not in self.notes:
             self.notes[proposed] = note if text is not None else f"rejected: {note}"
         return self.initial if text is None else text
