@@ -30,6 +30,7 @@ from dspy.utils.exceptions import AdapterParseError
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError
 from persona_agent.optimizers.metrics import exact_match
+from persona_agent.optimizers.prompt_echo import aligner_prompt
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import (
     INSTRUCTIONS_HEADING,
@@ -278,14 +279,18 @@ class PersonaAligner(Teleprompter):
         return str(gradient).strip(), str(proposed)
 
     def constrain(self, current: str, proposed: str) -> tuple[str | None, str]:
-        """Hold a proposed persona to the two-part structure, the template variables and the length cap.
-        Returns (text or None if it must be rejected, note). Idempotent: a text it returns passes again as is.
+        """Hold a proposed persona to the two-part structure, the template variables and the length cap,
+        and reject one that echoes the aligner's own prompt (`aligner_prompt`). Returns (text or None if it
+        must be rejected, note). Idempotent: a text it returns passes again as is.
 
         Any other `## ` heading becomes a `### ` subheading of the section it is in: its text is kept, and
         it cannot split a section when the persona is read again."""
         text = _unwrap(proposed)
         if not text:
             return None, "empty update"
+        echoed = aligner_prompt().note(text, allowed=current)
+        if echoed:
+            return None, echoed
         profile_key, instr_key = PROFILE_HEADING[3:], INSTRUCTIONS_HEADING[3:]
         old, new = persona_sections(current), persona_sections(_subheadings(text, keep=(profile_key, instr_key)))
         note = "ok"

@@ -5,9 +5,13 @@ two cases: GEPA's reflection prompt with its examples and feedback (LaMP-2M user
 attempts and their scores (LaMP-2M user 16). Such a text describes no user. PersonaAligner's structural
 constraints would keep it as the profile, so the strategies test for it separately.
 
+PersonaAligner's own update prompt is held to the same test (`aligner_prompt`): under the paper's
+accept="always" an echoed update would otherwise go live unscored.
+
 The test is verbatim: a run of `RUN` consecutive words from the prompt's fixed text, or a label the
 optimizer writes into its prompt (COPRO's "Resulting Score #2:"). A persona may quote a phrase or two
-of an instruction; eight words in a row from the meta-prompt is an echo.
+of an instruction; eight words in a row from the meta-prompt is an echo. What the current persona
+already says (`allowed`) is never an echo: a user may write any text into their own persona.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 RUN = 8
 _WORD = re.compile(r"[a-z0-9']+")
@@ -42,21 +47,24 @@ class PromptEcho:
         object.__setattr__(self, "_runs", frozenset(runs))
         object.__setattr__(self, "_labels", tuple(re.compile(p) for p in self.labels))
 
-    def find(self, text: str) -> str | None:
-        """The first echoed passage in `text` (a label, or `RUN` words), or None."""
+    def find(self, text: str, allowed: str = "") -> str | None:
+        """The first echoed passage in `text` (a label, or `RUN` words) that `allowed` does not contain,
+        or None."""
         for label in self._labels:
             hit = label.search(text)
-            if hit:
+            if hit and not label.search(allowed):
                 return hit.group(0)
-        words = _words(text)
+        words, kept = _words(text), _words(allowed)
+        kept_runs = {tuple(kept[i : i + RUN]) for i in range(len(kept) - RUN + 1)}
         for i in range(len(words) - RUN + 1):
-            if tuple(words[i : i + RUN]) in self._runs:
-                return " ".join(words[i : i + RUN])
+            run = tuple(words[i : i + RUN])
+            if run in self._runs and run not in kept_runs:
+                return " ".join(run)
         return None
 
-    def note(self, text: str) -> str | None:
+    def note(self, text: str, allowed: str = "") -> str | None:
         """The note for the trace, "echoes <name> (<passage>)", or None when `text` does not echo it."""
-        passage = self.find(text)
+        passage = self.find(text, allowed)
         return None if passage is None else f"echoes {self.name} ({passage!r})"
 
 
@@ -77,6 +85,19 @@ def copro_prompt() -> PromptEcho:
         "COPRO's prompt",
         tuple(_signature_texts((BasicGenerateInstruction, GenerateInstructionGivenAttempts))),
         labels=(r"(?:Instruction|Prefix|Resulting Score) #\d+:",),
+    )
+
+
+@cache
+def aligner_prompt() -> PromptEcho:
+    """PersonaAligner's loss, gradient and update signatures, and the labels of the losses it numbers
+    for the gradient ("agent said:", "user wanted:"; `PersonaAligner._gradient_and_update` writes them)."""
+    from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
+
+    return PromptEcho(
+        "PersonaAligner's prompt",
+        tuple(_signature_texts((TextualLoss, PersonaGradient, PersonaUpdate, PersonaEdit))),
+        labels=(r"\bagent said:", r"\buser wanted:"),
     )
 
 

@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def _hold(base: PersonaAligner, echo: PromptEcho | None, initial: str, proposed: str) -> tuple[str | None, str]:
     """`PersonaAligner.constrain`, after rejecting a text that echoes the optimizer's own prompt."""
-    echoed = echo.note(proposed) if echo is not None else None
+    echoed = echo.note(proposed, allowed=initial) if echo is not None else None
     return (None, echoed) if echoed else base.constrain(initial, proposed)
 
 

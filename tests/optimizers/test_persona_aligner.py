@@ -195,6 +195,24 @@ def test_update_constraints(store):
     assert persona_sections(text)["User profile"] == "Likes {topic} and art." and note.startswith("no headings")
 
 
+def test_an_update_that_hands_back_the_aligner_prompt_is_rejected_even_under_always(store):
+    """A small LM asked for a new persona may return the losses it was shown; under the paper's accept="always"
+    nothing else would stop that text from going live."""
+    echoed = (
+        "## User profile\n1. request: article: Museum reopens\n   agent said: politics\n"
+        "   user wanted: culture & arts\n   critique: The user files art stories under culture & arts."
+    )
+    student = agent_for(store)
+    with dspy.context(lm=ScriptedLM(script(new_persona=echoed))):
+        compiled = PersonaAligner(n=3, accept="always").compile(
+            student, trainset=trainset_from_store(store, "alice", CategorizeArticle, n=3)
+        )
+    step = compiled.alignment_trace["iterations"][0]
+    assert step["accepted"] is False and step["proposed_persona"] == echoed
+    assert step["constraint"] == "echoes PersonaAligner's prompt ('agent said:')"
+    assert compiled.persona == student.persona
+
+
 def test_constraints_keep_what_only_looks_like_a_wrapper_or_a_heading():
     aligner = PersonaAligner()
     current = init_persona("alice", "Likes opera.").text

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
-from persona_agent.optimizers.prompt_echo import RUN, PromptEcho, copro_prompt, gepa_reflection_prompt
+from persona_agent.optimizers.prompt_echo import RUN, PromptEcho, aligner_prompt, copro_prompt, gepa_reflection_prompt
+from persona_agent.programs import init_persona
+from persona_agent.signatures.alignment import PersonaUpdate
 
 PERSONA = (
     "## User profile\nWatches classic science fiction and files most films under sci-fi or classic.\n\n"
@@ -13,8 +15,9 @@ PERSONA = (
 
 
 def test_a_persona_is_not_an_echo():
-    assert gepa_reflection_prompt().find(PERSONA) is None
-    assert copro_prompt().find(PERSONA) is None
+    initial = init_persona("alice", "Likes opera.").text  # the default agent instructions included
+    for echo in (gepa_reflection_prompt(), copro_prompt(), aligner_prompt()):
+        assert echo.find(PERSONA) is None and echo.find(initial) is None
 
 
 def test_gepa_prompt_filled_in_and_handed_back_is_an_echo():
@@ -50,3 +53,20 @@ def test_a_run_never_spans_a_template_variable():
         )
         == "one two three four five six seven eight"
     )
+
+
+def test_persona_aligner_update_prompt_handed_back_is_an_echo():
+    handed_back = f"{PersonaUpdate.instructions}\n\n{PERSONA}"
+    assert aligner_prompt().note(handed_back) == (
+        "echoes PersonaAligner's prompt ('rewrite the persona by applying the proposed edits')"
+    )
+    losses = f"{PERSONA}\n1. request: Alien (1979)\n   agent said: action\n   user wanted: sci-fi"
+    assert aligner_prompt().find(losses) == "agent said:"
+
+
+def test_what_the_current_persona_already_says_is_not_an_echo():
+    current = f"{PERSONA}\nNote what the agent said: and what the user wanted: {PersonaUpdate.instructions}"
+    assert aligner_prompt().find(current, allowed=current) is None
+    assert aligner_prompt().find(current + "\nuser wanted: drama", allowed=current) is None
+    new = current + "\nexplain which parts of the persona caused the mismatches and list specific edits"
+    assert aligner_prompt().find(new, allowed=current) == "explain which parts of the persona caused the"
