@@ -1,17 +1,19 @@
 """Whether a proposed persona is the optimizer's own prompt handed back.
 
 Asked to rewrite an instruction, a small LM sometimes returns the request itself. The evaluation has
-two cases: GEPA's reflection prompt with its examples and feedback (LaMP-2M user 4), and COPRO's list of
-attempts and their scores (LaMP-2M user 16). Such a text describes no user. PersonaAligner's structural
-constraints would keep it as the profile, so the strategies test for it separately.
+three cases: GEPA's reflection prompt with its examples and feedback (LaMP-2M user 4), the examples
+block of it alone (LaMP-2N user 8), and COPRO's list of attempts and their scores (LaMP-2M user 16).
+Such a text describes no user. PersonaAligner's structural constraints would keep it as the profile, so
+the strategies test for it separately.
 
 PersonaAligner's own update prompt is held to the same test (`aligner_prompt`): under the paper's
 accept="always" an echoed update would otherwise go live unscored.
 
 The test is verbatim: a run of `RUN` consecutive words from the prompt's fixed text, or a label the
-optimizer writes into its prompt (COPRO's "Resulting Score #2:"). A persona may quote a phrase or two
-of an instruction; eight words in a row from the meta-prompt is an echo. What the current persona
-already says (`allowed`) is never an echo: a user may write any text into their own persona.
+optimizer writes into its prompt (COPRO's "Resulting Score #2:", GEPA's "# Example 2" heading). A
+persona may quote a phrase or two of an instruction; eight words in a row from the meta-prompt is an
+echo. What the current persona already says (`allowed`) is never an echo: a user may write any text
+into their own persona.
 """
 
 from __future__ import annotations
@@ -48,19 +50,21 @@ class PromptEcho:
         object.__setattr__(self, "_labels", tuple(re.compile(p) for p in self.labels))
 
     def find(self, text: str, allowed: str = "") -> str | None:
-        """The first echoed passage in `text` (a label, or `RUN` words) that `allowed` does not contain,
-        or None."""
+        """The echoed passage (a label, or `RUN` words) that starts first in `text` and that `allowed` does
+        not contain, or None."""
+        hits = []  # (where it starts, the passage)
         for label in self._labels:
             hit = label.search(text)
             if hit and not label.search(allowed):
-                return hit.group(0)
-        words, kept = _words(text), _words(allowed)
+                hits.append((hit.start(), hit.group(0)))
+        words, kept = list(_WORD.finditer(text.lower())), _words(allowed)
         kept_runs = {tuple(kept[i : i + RUN]) for i in range(len(kept) - RUN + 1)}
         for i in range(len(words) - RUN + 1):
-            run = tuple(words[i : i + RUN])
+            run = tuple(w.group(0) for w in words[i : i + RUN])
             if run in self._runs and run not in kept_runs:
-                return " ".join(run)
-        return None
+                hits.append((words[i].start(), " ".join(run)))
+                break
+        return min(hits)[1] if hits else None
 
     def note(self, text: str, allowed: str = "") -> str | None:
         """The note for the trace, "echoes <name> (<passage>)", or None when `text` does not echo it."""
@@ -68,12 +72,21 @@ class PromptEcho:
         return None if passage is None else f"echoes {self.name} ({passage!r})"
 
 
-def gepa_reflection_prompt() -> PromptEcho:
-    """GEPA's default reflection prompt (the one its `StatelessReflectionLM` sends), split at its variables."""
+def gepa_reflection_prompt(sample_keys: Sequence[str] = (), feedback: str | None = None) -> PromptEcho:
+    """GEPA's default reflection prompt (the one its `StatelessReflectionLM` sends), split at its variables,
+    and what gepa writes around the examples it fills `<side_info>` with: a "# Example 1" heading per
+    example and a "## <key>" heading per key of a reflective record (`sample_keys`, the adapter's own),
+    plus the fixed start of the adapter's feedback text (`feedback`). The headings are labels: an LM that
+    hands back only the examples block copies them, and no run of the template."""
     from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
     pieces = re.split(r"<curr_param>|<side_info>", InstructionProposalSignature.default_prompt_template)
-    return PromptEcho("GEPA's reflection prompt", tuple(pieces))
+    labels = [r"(?m)^# Example \d+[ \t]*$"]
+    if sample_keys:
+        labels.append(rf"(?m)^## (?:{'|'.join(map(re.escape, sample_keys))})[ \t]*$")
+    if feedback:
+        labels.append(re.escape(feedback))
+    return PromptEcho("GEPA's reflection prompt", tuple(pieces), labels=tuple(labels))
 
 
 def copro_prompt() -> PromptEcho:

@@ -44,6 +44,23 @@ STRATEGIES = ("persona_aligner", "gepa", "copro")
 
 logger = logging.getLogger(__name__)
 
+# What GEPA's reflection prompt shows of each example: gepa renders each key as a "## <key>" heading. The
+# headings and the feedback's fixed start are echo labels (`gepa_reflection_prompt`).
+REFLECTION_KEYS = ("Inputs", "Generated Outputs", "Feedback")
+FEEDBACK_START = "The user actually wanted "
+
+
+def _reflection_record(r: dict[str, Any]) -> dict[str, Any]:
+    """One evaluated example as the reflection LM sees it: inputs, the agent's answer, the feedback."""
+    output = r.get("simulated") or f"(failed: {r.get('error')})"
+    feedback = f"{FEEDBACK_START}{r['ground_truth']}. {r.get('critique', '')}".strip()
+    return dict(zip(REFLECTION_KEYS, (r["inputs"], output, feedback), strict=True))
+
+
+def gepa_echo() -> PromptEcho:
+    """GEPA's reflection prompt as this adapter fills it (the ground truth in the feedback is a dict)."""
+    return gepa_reflection_prompt(REFLECTION_KEYS, FEEDBACK_START + "{")
+
 
 def _hold(base: PersonaAligner, echo: PromptEcho | None, initial: str, proposed: str) -> tuple[str | None, str]:
     """`PersonaAligner.constrain`, after rejecting a text that echoes the optimizer's own prompt."""
@@ -161,14 +178,7 @@ class _PersonaGEPAAdapter:
                 self.base.critique(self._persona(candidate), [r for r in records if "matches" not in r])
             except BudgetExhaustedError as exc:
                 self.exhausted = f"budget: {exc.reason}"
-        items = [
-            {
-                "Inputs": r["inputs"],
-                "Generated Outputs": r.get("simulated") or f"(failed: {r.get('error')})",
-                "Feedback": f"The user actually wanted {r['ground_truth']}. {r.get('critique', '')}".strip(),
-            }
-            for r in records
-        ]
+        items = [_reflection_record(r) for r in records]
         return dict.fromkeys(components_to_update, items)
 
 
@@ -212,7 +222,7 @@ class GEPAPersonaOptimizer(Teleprompter):
             raise InvalidInputError("trainset", trainset, "needs at least one example with ground truth")
         persona = student.persona or init_persona(student.user_id)
         started = time.perf_counter()
-        echo = gepa_reflection_prompt()
+        echo = gepa_echo()
         constraint = _Constraint(self.base, persona.text, self.constrain, echo)
         with track_usage() as meter:
             guard = self.budget.guard(meter)

@@ -8,8 +8,10 @@ session and copied into each test's home.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,9 +54,10 @@ def scripted_lm(new_persona: str = CONCISE) -> ScriptedLM:
     return lm
 
 
-def museum_lm(proposal: str) -> ScriptedLM:
+def museum_lm(proposal: str | Callable[[Any], str]) -> ScriptedLM:
     """CategorizeArticle under GEPA: answers `culture & arts` when the persona mentions museums, else
-    `politics`; every critique asks for culture & arts; GEPA's reflection (a raw LM call) proposes `proposal`."""
+    `politics`; every critique asks for culture & arts; GEPA's reflection (a raw LM call) proposes `proposal`
+    (or what `proposal` makes of the reflection call)."""
     return ScriptedLM(
         {
             "article, trajectory -> next_thought, next_tool_name, next_tool_args": {
@@ -66,7 +69,7 @@ def museum_lm(proposal: str) -> ScriptedLM:
                 "category": "culture & arts" if "museums" in call.messages[0]["content"] else "politics"
             },
             LOSS: {"matches": False, "critique": "The user files these under culture & arts."},
-            "*": {"text": f"```\n{proposal}\n```"},
+            "*": lambda call: {"text": f"```\n{proposal(call) if callable(proposal) else proposal}\n```"},
         }
     )
 

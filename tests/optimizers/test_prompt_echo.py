@@ -27,6 +27,25 @@ def test_gepa_prompt_filled_in_and_handed_back_is_an_echo():
     assert note == "echoes GEPA's reflection prompt ('i provided an assistant with the following instructions')"
 
 
+def test_gepa_examples_block_handed_back_is_an_echo():
+    """Only the examples gepa renders into `<side_info>`, copied back: no run of the template, but its headings."""
+    record = {
+        "Inputs": {"article": "A museum reopens its opera wing."},
+        "Generated Outputs": {"category": "politics"},
+        "Feedback": "The user actually wanted {'category': 'culture & arts'}. matches (metric)",
+    }
+    rendered = InstructionProposalSignature.prompt_renderer(
+        {"current_instruction_doc": PERSONA, "dataset_with_feedback": [record]}
+    )
+    block = rendered[rendered.index("# Example 1") : rendered.index("matches (metric)") + len("matches (metric)")]
+    echo = gepa_reflection_prompt(tuple(record), "The user actually wanted {")
+    assert gepa_reflection_prompt().find(block) == "# Example 1"  # the example heading alone is gepa's
+    assert echo.find(block.replace("# Example 1\n", "")) == "## Inputs"
+    feedback_only = "Likes museums. The user actually wanted {'category': 'culture & arts'}."
+    assert echo.note(feedback_only) == "echoes GEPA's reflection prompt ('The user actually wanted {')"
+    assert echo.find(PERSONA + "\n## Inputs and outputs\nThe user actually wanted more opera.") is None
+
+
 def test_part_of_a_sentence_in_other_words_is_an_echo_only_from_eight_words():
     echo = gepa_reflection_prompt()
     seven = "Identify all niche and domain specific factual"  # seven words of the prompt

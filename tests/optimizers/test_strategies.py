@@ -111,6 +111,32 @@ def test_unconstrained_gepa_flags_an_echo_of_its_own_prompt(store):
     assert compiled.alignment_trace["persona_check"].startswith("would be rejected: echoes GEPA's reflection prompt")
 
 
+def examples_handed_back(call) -> str:
+    """The reflection LM copying back only the examples block of its prompt (LaMP-2N user 8 in the
+    evaluation), after a line that names museums, so it would outscore the start persona."""
+    prompt = call.messages[-1]["content"]
+    start = prompt.index("# Example 1")
+    return "Writes about museums.\n" + prompt[start : prompt.index("```", start)].strip()
+
+
+@pytest.mark.parametrize("constrain", [True, False])
+def test_gepa_tells_its_examples_handed_back_from_a_persona(store, constrain):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=museum_lm(examples_handed_back)):
+        compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40, constrain=constrain).compile(
+            agent_for(store), trainset=trainset
+        )
+    trace = compiled.alignment_trace
+    if constrain:
+        assert compiled.persona.version == 0 and trace["persona_check"] == "ok"
+        notes = {p["note"] for p in trace["proposals"]}  # one per distinct proposal (its examples differ)
+        assert notes == {"rejected: echoes GEPA's reflection prompt ('# Example 1')"}
+    else:
+        assert compiled.persona.text.startswith("Writes about museums.\n# Example 1\n## Inputs\n")
+        assert "## Feedback\nThe user actually wanted {'category': 'culture & arts'}." in compiled.persona.text
+        assert trace["persona_check"] == "would be rejected: echoes GEPA's reflection prompt ('# Example 1')"
+
+
 def test_gepa_stops_at_a_small_budget(store):
     lm = ScriptedLM({REACT: {"next_thought": "t", "next_tool_name": "finish", "next_tool_args": {}}, ANSWER: answers})
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
