@@ -1,4 +1,4 @@
-"""Whether a proposed persona is the optimizer's own prompt handed back.
+"""Whether a proposed persona (or a built profile) is the prompt that asked for it, handed back.
 
 Asked to rewrite an instruction, a small LM sometimes returns the request itself. The evaluation has
 three cases: GEPA's reflection prompt with its examples and feedback (LaMP-2M user 4), the examples
@@ -7,7 +7,8 @@ Such a text describes no user. PersonaAligner's structural constraints would kee
 the strategies test for it separately.
 
 PersonaAligner's own update prompt is held to the same test (`aligner_prompt`): under the paper's
-accept="always" an echoed update would otherwise go live unscored.
+accept="always" an echoed update would otherwise go live unscored. So is ProfileBuilder's summary
+(`profile_prompt`): LaMP-2N user 6's built profile was SummarizeProfile's own instructions.
 
 The test is verbatim: a run of `RUN` consecutive words from the prompt's fixed text, or a label the
 optimizer writes into its prompt (COPRO's "Resulting Score #2:", GEPA's "# Example 2" heading). A
@@ -112,6 +113,14 @@ def aligner_prompt() -> PromptEcho:
         tuple(_signature_texts((TextualLoss, PersonaGradient, PersonaUpdate, PersonaEdit))),
         labels=(r"\bagent said:", r"\buser wanted:"),
     )
+
+
+@cache
+def profile_prompt() -> PromptEcho:
+    """ProfileBuilder's SummarizeProfile signature: its instructions and field descriptions."""
+    from persona_agent.signatures.profile import SummarizeProfile
+
+    return PromptEcho("the profile prompt", tuple(_signature_texts((SummarizeProfile,))))
 
 
 def _signature_texts(signatures: Iterable[type]) -> Iterable[str]:

@@ -192,9 +192,14 @@ def profile_build(
     all_users: Annotated[bool, typer.Option("--all", help="Every user in the store.")] = False,
     lm: LMOption = None,
 ) -> None:
-    """Summarise users' episodic memory into their semantic profile (a new profile version each)."""
+    """Summarise users' episodic memory into their semantic profile (a new profile version each).
+
+    A user whose summary the LM keeps handing back as its own prompt is reported and keeps their previous
+    profile; the others are still built, and the command exits 1."""
+    from persona_agent.errors import ProfileEchoError
     from persona_agent.programs.profile import ProfileBuilder
 
+    failures = 0
     with _workspace(lm=lm, needs_lm=True) as workspace:
         users = _users(workspace, user, all_users)
         builder = ProfileBuilder()
@@ -202,9 +207,16 @@ def profile_build(
             bar = progress.add_task("Building profiles", total=len(users))
             for name in users:
                 progress.update(bar, description=f"Building the profile of {name}")
-                profile = builder.build(workspace.store, name)
-                console.print(f"[bold]{name}[/bold] v{profile.version}: {profile.text}")
+                try:
+                    profile = builder.build(workspace.store, name)
+                except ProfileEchoError as exc:
+                    failures += 1
+                    err.print(f"[red]failed[/red] {name}: {exc}", highlight=False)
+                else:
+                    console.print(f"[bold]{name}[/bold] v{profile.version}: {profile.text}")
                 progress.advance(bar)
+    if failures:
+        raise typer.Exit(1)
 
 
 def _users(workspace, user: str | None, all_users: bool) -> list[str]:

@@ -124,3 +124,16 @@ class ProgramFormatError(PersonaAgentError, ValueError):
 
 class TrackingError(PersonaAgentError):
     """MLflow could not record or return what was asked (server unreachable, run or model missing)."""
+
+
+class ProfileEchoError(PersonaAgentError):
+    """The LM handed back the profile prompt's own text instead of a profile, asked twice; nothing was stored.
+
+    `passage` is the echoed text. The previous profile version, if any, stays the latest."""
+
+    def __init__(self, passage: str) -> None:
+        self.passage = passage
+        super().__init__(
+            f"the LM wrote the profile prompt's own text ({passage!r}) instead of a profile, also when asked again "
+            "with sampling; no profile was stored. A larger LM, or fewer records per call (chunk_size), may help"
+        )

@@ -3,22 +3,34 @@
 Long histories are summarised map-reduce style: each chunk of records becomes a partial profile, and
 partials are merged a chunk at a time until one is left, so every prompt stays bounded whatever the
 history length; the result is held to a word limit. Each built profile is stored as a new version with the ids it was built from.
+
+A small LM sometimes hands back the request instead of a profile (LaMP-2N user 6's profile was
+SummarizeProfile's own instructions). Such a summary is asked for again, sampled; if that echoes too,
+`ProfileEchoError` is raised and nothing is stored, so the previous profile version stays the latest.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from datetime import datetime
 
 import dspy
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.errors import InvalidInputError, ProfileEchoError
+from persona_agent.optimizers.prompt_echo import profile_prompt
 from persona_agent.programs.steps import Predict, Steps, run_async, run_sync
 from persona_agent.signatures.profile import SummarizeProfile
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.records import Interaction, Profile
 from persona_agent.stores.validation import validate_k
+
+logger = logging.getLogger(__name__)
+
+# The second ask after an echo: sampled, with its own cache key (DSPy's rollout_id), so neither the response
+# cache nor greedy decoding can hand the same echo back.
+RESAMPLE = {"temperature": 0.7, "rollout_id": 1}
 
 
 def format_records(records: Sequence[Interaction], item_chars: int = 240) -> str:
@@ -71,16 +83,18 @@ class ProfileBuilder(dspy.Module):
         self.summarize = dspy.Predict(SummarizeProfile)
 
     def _summarize(self, records: str, existing: str) -> Steps:
-        out = yield Predict(
-            self.summarize,
-            {
-                "records": records,
-                "existing_profile": existing,
-                "max_words": self.max_words,
-                "config": {"max_tokens": self.max_tokens},
-            },
-        )
-        return clamp_words(re.sub(r"\n{3,}", "\n\n", out.profile), self.max_words)
+        inputs = {"records": records, "existing_profile": existing, "max_words": self.max_words}
+        for sampled in (False, True):
+            config = {"max_tokens": self.max_tokens, **(RESAMPLE if sampled else {})}
+            out = yield Predict(self.summarize, {**inputs, "config": config})
+            profile = clamp_words(re.sub(r"\n{3,}", "\n\n", out.profile), self.max_words)
+            # What the records or the existing profile already say is the user's, not an echo.
+            echo = profile_prompt().find(profile, allowed=f"{records}\n{existing}")
+            if echo is None:
+                return profile
+            if not sampled:
+                logger.warning("The profile summary echoes its prompt (%r); asking again, sampled.", echo)
+        raise ProfileEchoError(echo)
 
     def _steps(self, records: Sequence[Interaction], existing: str | None) -> Steps:
         records = list(records)[-self.max_records :]

@@ -29,6 +29,11 @@ CONCISE = "## User profile\nWants very concise answers.\n\n## Agent instructions
 SHORT, LONG = "Short answer.", "A long and detailed answer."
 SECRET = "sk-test-SECRET-0123456789"
 T0 = datetime(2024, 1, 1)
+# A real echo from the offline model (LaMP-2N user 6's profile): SummarizeProfile's own instructions handed back.
+PROFILE_ECHO = (
+    "The user's profile as short statements, summarising their stable, long-term preferences, topics, tastes, "
+    "the labels or ratings they tend to give and when, and their style."
+)
 
 
 def persona_script(new_persona: str = CONCISE) -> dict:

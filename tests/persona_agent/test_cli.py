@@ -13,8 +13,9 @@ from persona_agent import cli
 from persona_agent.config import Settings
 from persona_agent.service.auth import token_secret, verify_token
 from persona_agent.stores import MemoryStore
+from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
-from tests.support import CONCISE, SHORT, museum_lm, opera_history, scripted_lm
+from tests.support import CONCISE, PROFILE_ECHO, SHORT, museum_lm, opera_history, scripted_lm
 
 LAMP = Path(__file__).parents[1] / "evaluation" / "fixtures"
 runner = CliRunner()
@@ -122,6 +123,24 @@ def test_profile_build_for_one_user_or_all(tmp_path, embedder):
     assert result.exit_code == 0 and "alice v2" in result.stdout and "bob v1" in result.stdout
     assert run("profile", "build").exit_code == 2
     assert run("profile", "build", "--user", "nobody").exit_code == 2
+
+
+def test_profile_build_all_reports_an_echoed_profile_and_builds_the_others(tmp_path, embedder, monkeypatch):
+    def summary(call):  # alice's four records get the prompt handed back, every time; bob's two a profile
+        four = call.inputs["records"].count("\n") == 3
+        return {"profile": PROFILE_ECHO if four else "Asks short questions."}
+
+    lm = ScriptedLM({"records, existing_profile, max_words -> profile": summary})
+    monkeypatch.setattr(
+        cli, "open_workspace", lambda settings, *, needs_lm: Workspace(settings, embedder=embedder, lm=lm)
+    )
+    run("ingest", str(write_jsonl(tmp_path / "a.jsonl", rows("alice") + rows("bob", 2))))
+    result = run("profile", "build", "--all")
+    assert result.exit_code == 1
+    assert "bob v1: Asks short questions." in result.stdout and "alice v" not in result.stdout
+    assert "failed alice" in " ".join(result.stderr.split()) and "profile prompt's own text" in result.stderr
+    with MemoryStore(Settings().resolved_db_path, embedder=embedder) as store:
+        assert store.get_profile("alice") is None and store.get_profile("bob").version == 1
 
 
 def test_personas_list_show_diff_promote_rollback(tmp_path, embedder):

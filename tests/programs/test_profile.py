@@ -7,10 +7,14 @@ from datetime import timedelta
 import dspy
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.config import Settings
+from persona_agent.errors import InvalidInputError, ProfileEchoError
+from persona_agent.lm import configure_response_cache
+from persona_agent.optimizers.prompt_echo import profile_prompt
 from persona_agent.programs import ProfileBuilder
 from persona_agent.programs.profile import clamp_words
 from persona_agent.testing import ScriptedLM
+from tests.support import PROFILE_ECHO as ECHO
 
 from .conftest import T0
 
@@ -91,3 +95,41 @@ def test_bad_arguments():
         ProfileBuilder(max_tokens=0)
     with pytest.raises(InvalidInputError, match="records"):
         ProfileBuilder()(records=[])
+
+
+SUMMARY = "records, existing_profile, max_words -> profile"
+
+
+def test_a_summary_that_echoes_its_prompt_is_asked_again_sampled(store, caplog):
+    configure_response_cache(Settings())  # this test's own cache: the second ask must not be served from it
+    lm = ScriptedLM(
+        {SUMMARY: [{"profile": ECHO}, {"profile": "Reads mostly politics; labels bills politics."}]}, cache=True
+    )
+    with dspy.context(lm=lm):
+        profile = ProfileBuilder().build(store, "alice")
+    assert profile.text == "Reads mostly politics; labels bills politics." and profile.version == 1
+    assert len(lm.calls) == 2 and lm.calls[0].inputs == lm.calls[1].inputs
+    first, second = (entry["kwargs"] for entry in lm.history)
+    assert first.get("temperature") in (None, 0.0) and "rollout_id" not in first
+    assert (second["temperature"], second["rollout_id"]) == (0.7, 1)
+    assert "echoes its prompt" in caplog.text
+
+
+def test_a_summary_that_echoes_twice_raises_and_keeps_the_previous_profile(store):
+    store.set_profile("alice", "Reads politics.")
+    lm = ScriptedLM({SUMMARY: {"profile": ECHO}})
+    with dspy.context(lm=lm), pytest.raises(ProfileEchoError, match="profile prompt's own text") as raised:
+        ProfileBuilder().build(store, "alice")
+    assert raised.value.passage in " ".join(ECHO.lower().replace(",", " ").replace("-", " ").split())
+    assert len(lm.calls) == 2
+    assert store.get_profile("alice").text == "Reads politics." and store.get_profile("alice").version == 1
+
+
+def test_words_the_records_already_hold_are_not_an_echo(store):
+    store.add("alice", [{"query": "Quiz: the labels or ratings they tend to give and when", "response": "politics"}])
+    quoting = "Labels a quiz on the labels or ratings they tend to give and when as politics."
+    lm = ScriptedLM({SUMMARY: {"profile": quoting}})
+    with dspy.context(lm=lm):
+        assert ProfileBuilder().build(store, "alice").text == quoting
+    assert len(lm.calls) == 1
+    assert profile_prompt().find(quoting) is not None  # without the records it would have been one
