@@ -32,7 +32,13 @@ from typing import Any
 import dspy
 from rich.progress import Progress
 
-from persona_agent.errors import EvalAbortedError, InvalidInputError, PersonaAgentError, UnknownUserError
+from persona_agent.errors import (
+    EvalAbortedError,
+    InvalidInputError,
+    PersonaAgentError,
+    ProfileEchoError,
+    UnknownUserError,
+)
 from persona_agent.evaluation.floors import majority_prediction, median_rating, nearest_label
 from persona_agent.evaluation.persist import ResultLog, Row, StateCache, row_key, text_digest
 from persona_agent.evaluation.plan import MethodSpec, TaskSetup, alignment_metric
@@ -95,8 +101,11 @@ def _records_build(row: Row, entry: dict[str, Any]) -> bool:
 
 
 def _fatal(exc: BaseException) -> bool:
-    """Systemic failures stop the run; anything else is one example's failure, recorded in its row."""
-    return isinstance(exc, PersonaAgentError) and not isinstance(exc, InvalidInputError | UnknownUserError)
+    """Systemic failures stop the run; anything else (bad input, an unusable LM output such as a profile that
+    echoes its prompt) is one example's or one user's failure, recorded in its row."""
+    return isinstance(exc, PersonaAgentError) and not isinstance(
+        exc, InvalidInputError | UnknownUserError | ProfileEchoError
+    )
 
 
 def _describe(exc: BaseException) -> str:

@@ -16,6 +16,7 @@ from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
 from persona_agent.evaluation.tasks import LAMP_2N
 from persona_agent.testing import ScriptedLM
+from tests.support import PROFILE_ECHO
 
 from .conftest import FAST, run_all
 from .runner_fixtures import (
@@ -370,3 +371,21 @@ def test_the_per_user_progress_line_names_users_by_key(tmp_path):
     keys = {user_key("LaMP-2N", user) for user in ("alice", "bob")}
     assert {key for key in keys for line in lines if f"user {key}:" in line} == keys
     assert "alice" not in out.getvalue() and "bob" not in out.getvalue()
+
+
+def test_a_profile_the_lm_keeps_echoing_is_an_error_row_and_the_user_is_answered_without_one(tmp_path):
+    """A profile that is the builder's own prompt describes no user: the run records the error on the profile
+    row (with both asks' cost) and answers every query under the profile-free initial persona."""
+    config = RunConfig(
+        task="lamp2n", users=5, queries=3, methods="no_alignment", lm="scripted/lm", out=tmp_path, **FAST
+    )
+    lm = news_lm(profile=PROFILE_ECHO)
+    run = run_evaluation(config, dataset=news_dataset(), lm=lm, embedder=WordsEmbedder(), progress=False)
+    results = json.loads(run.results.read_text())
+    profiles = [r for r in results["setup"] if r["stage"] == "profile"]
+    assert len(profiles) == len(results["users"])
+    assert all(r["error"].startswith("ProfileEchoError: ") and r["calls"] == 2 for r in profiles)
+    answers = [r for r in results["predictions"] if r["method"] == "no_alignment"]
+    assert answers and all(r["error"] is None for r in answers)
+    answering = [call for call in lm.calls if "profile" not in call.output_fields]
+    assert answering and all("they tend to give and when" not in call_text(call) for call in answering)
