@@ -159,9 +159,24 @@ def _from_context(field: str):
     return answer
 
 
+def _alignment_script(persona: str, critique: str, gradient: str, prefix: str) -> dict:
+    """What the three alignment strategies call (PersonaAligner, COPRO, GEPA), every proposal landing on `persona`."""
+    proposal = {"proposed_instruction": persona, "proposed_prefix_for_output_field": prefix}
+    return {
+        "persona, request, simulated_response, ground_truth_response -> matches, critique": {
+            "matches": False,
+            "critique": critique,
+        },
+        "persona, losses -> gradient": {"gradient": gradient},
+        "persona, gradient, max_chars -> new_persona": {"new_persona": persona},
+        "basic_instruction -> proposed_instruction, proposed_prefix_for_output_field": proposal,
+        "attempted_instructions -> proposed_instruction, proposed_prefix_for_output_field": proposal,
+        "*": {"text": f"```\n{persona}\n```"},  # GEPA's reflection (a raw LM call)
+    }
+
+
 def news_lm(profile: str = "Writes about politics and, now and then, the arts.") -> ScriptedLM:
     """Answers every signature the runner's methods, profile builder and three strategies call."""
-    proposal = {"proposed_instruction": NEW_PERSONA, "proposed_prefix_for_output_field": "Category:"}
     return ScriptedLM(
         {
             "article -> category": {"category": "politics"},
@@ -170,15 +185,46 @@ def news_lm(profile: str = "Writes about politics and, now and then, the arts.")
             REACT: _react,
             ANSWER: _from_context("trajectory"),
             PROFILE: {"profile": profile},
-            "persona, request, simulated_response, ground_truth_response -> matches, critique": {
-                "matches": False,
-                "critique": "The user files gallery pieces under culture & arts.",
-            },
-            "persona, losses -> gradient": {"gradient": "- add: museum and gallery pieces are culture & arts"},
-            "persona, gradient, max_chars -> new_persona": {"new_persona": NEW_PERSONA},
-            "basic_instruction -> proposed_instruction, proposed_prefix_for_output_field": proposal,
-            "attempted_instructions -> proposed_instruction, proposed_prefix_for_output_field": proposal,
-            "*": {"text": f"```\n{NEW_PERSONA}\n```"},  # GEPA's reflection (a raw LM call)
+            **_alignment_script(
+                NEW_PERSONA,
+                critique="The user files gallery pieces under culture & arts.",
+                gradient="- add: museum and gallery pieces are culture & arts",
+                prefix="Category:",
+            ),
+        }
+    )
+
+
+def ratings_lm() -> ScriptedLM:
+    """Answers every LaMP-3 signature: 4 without context, else the first past rating the context shows."""
+
+    def rating(field: str):
+        def answer(call: ScriptedCall) -> dict:
+            found = re.search(r"user's response: ([1-5])", call.inputs.get(field, ""))
+            return {"rating": found.group(1) if found else "4"}
+
+        return answer
+
+    def react(call: ScriptedCall) -> dict:
+        if "search_memory" in call.inputs.get("trajectory", ""):
+            return {"next_thought": "enough", "next_tool_name": "finish", "next_tool_args": {}}
+        query = call.inputs["review"].split(" ", 1)[1]
+        return {"next_thought": "look", "next_tool_name": "search_memory", "next_tool_args": {"query": query}}
+
+    return ScriptedLM(
+        {
+            "review -> rating": {"rating": "4"},
+            "review, user_history -> rating": rating("user_history"),
+            "review, user_profile, user_history -> rating": rating("user_history"),
+            "review, trajectory -> next_thought, next_tool_name, next_tool_args": react,
+            "review, trajectory -> rating": rating("trajectory"),
+            PROFILE: {"profile": "Rates gear 4 or 5; strings get 5."},
+            **_alignment_script(
+                "## User profile\nRates strings 5 and cables 4.\n\n## Agent instructions\nCheck memory.",
+                critique="The user gives strings 5.",
+                gradient="- add: strings get 5",
+                prefix="Rating:",
+            ),
         }
     )
 

@@ -14,7 +14,7 @@ from persona_agent.errors import EvalAbortedError, EvalRunMismatchError
 from persona_agent.evaluation.plan import available_methods
 from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
-from persona_agent.evaluation.tasks import LAMP_2N
+from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3
 from persona_agent.testing import ScriptedLM
 from tests.support import PROFILE_ECHO
 
@@ -29,6 +29,7 @@ from .runner_fixtures import (
     news_dataset,
     news_lm,
     ratings_dataset,
+    ratings_lm,
 )
 
 ORDER = {
@@ -215,6 +216,28 @@ def test_rating_floors_score_the_mean_and_round_it_for_accuracy(tmp_path):
     assert median == ["4", "4"]  # median of 5, 4, 4
     assert metrics["median"]["MAE"]["estimate"] == pytest.approx(1.5)
     assert metrics["median"]["accuracy (rounded)"]["estimate"] == 0.0
+
+
+def test_every_method_and_strategy_answers_rating_queries(tmp_path):
+    """LaMP-3 through every method, GEPA and COPRO included: the strategies' metric and feedback work on
+    ratings too, and every answer is on the 1..5 scale."""
+    config = RunConfig(task="lamp3", users=5, queries=2, methods="all", lm="scripted/lm", out=tmp_path, **FAST)
+    lm = ratings_lm()
+    result = run_evaluation(config, dataset=ratings_dataset(), lm=lm, embedder=WordsEmbedder(), progress=False)
+    results = json.loads(result.results.read_text())
+    assert results["complete"] and results["totals"]["errors"] == 0
+    by_method = Counter(p["method"] for p in results["predictions"])
+    assert by_method == dict.fromkeys(available_methods(LAMP_3), 2)
+    assert all(
+        p["error"] is None and p["prediction"] in {"1", "2", "3", "4", "5"}
+        for p in results["predictions"]
+        if p["method"] not in ("majority",)
+    )
+    setup = {r["stage"]: r for r in results["setup"]}
+    assert set(setup) == {"profile", "align:persona_aligner", "align:gepa", "align:copro"}
+    assert all(r["error"] is None and r["calls"] > 0 for r in setup.values())
+    assert setup["align:copro"]["persona_check"] == "ok" and setup["align:gepa"]["persona_check"] == "ok"
+    assert any(c.spec == " -> " for c in lm.calls)  # GEPA reflected on the rating feedback
 
 
 def test_methods_can_be_added_to_a_run_by_rerunning_with_more(tmp_path):
