@@ -57,6 +57,23 @@ def _reflection_record(r: dict[str, Any]) -> dict[str, Any]:
     return dict(zip(REFLECTION_KEYS, (r["inputs"], output, feedback), strict=True))
 
 
+class GEPARunLog:
+    """GEPA's progress messages, appended to `run_log.txt` in its run folder and sent to this module's logger.
+
+    Given only a run folder, gepa logs through a `Logger` that swaps the process-wide sys.stdout/stderr for
+    a tee into that file: every other thread's prints land in it, then fail once it is closed. Handing gepa
+    this logger keeps the same file without touching the streams, so GEPA compiles can run in parallel."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "run_log.txt"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, message: str) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(f"{message}\n")
+        logger.debug("gepa: %s", message)
+
+
 def gepa_echo() -> PromptEcho:
     """GEPA's reflection prompt as this adapter fills it (the ground truth in the feedback is a dict)."""
     return gepa_reflection_prompt(REFLECTION_KEYS, FEEDBACK_START + "{")
@@ -248,6 +265,7 @@ class GEPAPersonaOptimizer(Teleprompter):
                         stop_callbacks=[lambda state: adapter.exhausted is not None],
                         reflection_minibatch_size=len(batch),
                         run_dir=str(run_dir),
+                        logger=GEPARunLog(run_dir),
                         seed=self.seed,
                         display_progress_bar=False,
                         raise_on_exception=True,

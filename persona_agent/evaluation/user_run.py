@@ -18,15 +18,14 @@ the cached build (cut after it was built), the row is written again from the cac
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -55,20 +54,6 @@ from persona_agent.usage import UsageReport, track_usage
 logger = logging.getLogger(__name__)
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # time of an item without a timestamp: EPOCH + `order` days
-
-# GEPA (given a run folder, as our GEPA strategy always gives it) swaps the process-wide sys.stdout/stderr for
-# a tee into its log file and restores them when done: two GEPA runs in parallel threads restore each other's
-# streams and write to closed files. So GEPA compiles run one at a time, their printed progress captured.
-_GEPA_LOCK = threading.Lock()
-
-
-@contextmanager
-def _gepa_guard(strategy: str, sink: io.StringIO) -> Iterator[None]:
-    if strategy != "gepa":
-        yield
-        return
-    with _GEPA_LOCK, redirect_stdout(sink):
-        yield
 
 
 def item_time(item: Item) -> datetime:
@@ -313,8 +298,7 @@ class UserRun:
             self.run.status(f"{self.user.key} · align:{strategy}")
             student = self._program("persona_agent", self.personas["initial"])
             trainset = alignment_examples(self.user, self.setup, self.config.align_n, as_of_input=strategy == "copro")
-            output = io.StringIO()
-            with _gepa_guard(strategy, output), tempfile.TemporaryDirectory(prefix="eval-align-") as log_dir:
+            with tempfile.TemporaryDirectory(prefix="eval-align-") as log_dir:
                 started = time.perf_counter()
                 with track_usage() as meter:
                     try:
@@ -325,10 +309,12 @@ class UserRun:
                             raise
                         persona, trace, error = self.personas["initial"], None, _describe(exc)  # fall back, recorded
                 seconds = time.perf_counter() - started
+                run_log = Path(log_dir) / "run_log.txt"  # GEPA's progress log (`GEPARunLog`)
+                log_tail = run_log.read_text(encoding="utf-8")[-4000:] if run_log.exists() else ""
             usage = {**_usage_fields(meter.report()), "seconds": round(seconds, 3)}
             cached = {"persona": persona.to_dict(), "trace": trace, "error": error, "usage": usage}
-            if output.getvalue():
-                cached["log_tail"] = output.getvalue()[-4000:]
+            if log_tail:
+                cached["log_tail"] = log_tail
             alignments[strategy] = cached
             self.run.state.save(self.user.user_id, self.state)
         persona = Persona.from_dict(cached["persona"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import dspy
 import pytest
@@ -39,6 +40,27 @@ def test_gepa_finds_a_better_persona_within_budget(store, tmp_path):
     assert trace["strategy"] == "gepa" and (tmp_path / "gepa-alice").is_dir()
     assert max(trace["val_scores"]) == 1.0
     assert trace["persona_check"] == "ok"
+
+
+def test_gepa_logs_to_its_run_folder_and_leaves_the_process_streams_alone(store, tmp_path):
+    """gepa's own file logger tees sys.stdout into a file it later closes: a print from another thread then
+    fails. Ours writes the same log without swapping the streams, so parallel compiles cannot clash."""
+    streams = sys.stdout, sys.stderr
+    seen = []
+    optimizer = GEPAPersonaOptimizer(n=3, max_lm_calls=40, log_dir=tmp_path / "gepa-alice")
+    metric = optimizer.base._metric_for(agent_for(store))
+
+    def watching(*args, **kwargs):
+        seen.append((sys.stdout, sys.stderr))  # the streams while GEPA runs, from inside its evaluations
+        return metric(*args, **kwargs)
+
+    optimizer.base.metric = watching
+    with dspy.context(lm=museum_lm(GOOD)):
+        optimizer.compile(agent_for(store), trainset=trainset_from_store(store, "alice", CategorizeArticle, n=3))
+    assert seen and all(pair == streams for pair in seen)
+    assert (sys.stdout, sys.stderr) == streams
+    log = (tmp_path / "gepa-alice" / "run_log.txt").read_text()
+    assert "Iteration" in log
 
 
 def test_gepa_holds_each_proposal_to_the_persona_constraints(store):
