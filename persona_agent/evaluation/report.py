@@ -457,19 +457,19 @@ def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
     for m in h2h["matchups"]:
         cells = [labels[m["method"]], str(m["n"]), str(m["wins"]), str(m["losses"]), str(m["ties"])]
         lines.append("| " + " | ".join([*cells, _p_value(m["p_value"])]) + " |")
-    return [*lines, "", *_profile_mismatch_note(h2h["matchups"], labels)]
+    return [*lines, "", *_profile_mismatch_note(h2h["matchups"], labels, f"{reference} vs each method")]
 
 
-def _profile_mismatch_note(entries: Sequence[dict[str, Any]], labels: dict[str, str]) -> list[str]:
-    """Say which comparisons left out queries answered under different builds of a user's profile."""
+def _profile_mismatch_note(entries: Sequence[dict[str, Any]], labels: dict[str, str], table: str) -> list[str]:
+    """Say which comparisons in `table` left out queries answered under different builds of a user's profile."""
     left_out = [
         f"{labels.get(e['method'], e['method'])} {e['profile_mismatch']}" for e in entries if e.get("profile_mismatch")
     ]
     if not left_out:
         return []
     return [
-        "Left out above (queries both answered, but under different builds of the user's profile, rebuilt when "
-        "a resumed run found the run folder's `state/` gone): " + ", ".join(left_out) + ".",
+        f"Left out of the {table} table (queries both answered, but under different builds of the user's profile, "
+        "rebuilt when a resumed run found the run folder's `state/` gone): " + ", ".join(left_out) + ".",
         "",
     ]
 
@@ -494,7 +494,8 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
         cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
-    return [*lines, "", *_persona_check_note(effects, labels), *_profile_mismatch_note(effects, labels)]
+    mismatch = _profile_mismatch_note(effects, labels, "what alignment did")
+    return [*lines, "", *mismatch, *_persona_check_note(effects, labels)]
 
 
 def _persona_check_note(effects: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:

@@ -320,7 +320,9 @@ def test_a_lost_state_folder_rebuilds_profiles_and_the_report_compares_like_with
         len(rows["persona_agent"]),
     )
     assert (matchups["majority"]["n"], matchups["majority"]["profile_mismatch"]) == (len(rows["persona_agent"]), 0)
-    assert "Left out above" in second.markdown.read_text() and "builds for" in second.markdown.read_text()
+    markdown = second.markdown.read_text()
+    assert "Left out of the PersonaAgent vs each method table" in markdown and "builds for" in markdown
+    assert "Left out of the what alignment did table" in markdown
 
 
 def test_a_log_cut_after_a_rebuild_gets_the_cached_builds_row_back(tmp_path, caplog):
