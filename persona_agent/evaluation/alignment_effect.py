@@ -82,7 +82,7 @@ def alignment_effects(
                 users=len(setups),
                 personas_changed=sum((r.get("persona_version") or 0) > 0 for r in setups),
                 failed=sum(r.get("error") is not None for r in setups),
-                stop_reasons=dict(sorted(Counter(str(r.get("stop_reason")) for r in setups).items())),
+                stop_reasons=dict(sorted(Counter(_stop_reason(r) for r in setups).items())),
                 queries=len(common),
                 answers_changed=len(changed),
                 better=better,
@@ -93,3 +93,10 @@ def alignment_effects(
             )
         )
     return effects
+
+
+def _stop_reason(setup: Row) -> str:
+    """A failed alignment has no stop reason of its own: name the error type that stopped it instead."""
+    if setup.get("error") is not None:
+        return "error: " + str(setup["error"]).split(":", 1)[0]
+    return str(setup.get("stop_reason"))

@@ -40,7 +40,7 @@ def test_counts_against_the_unaligned_agent_by_hand():
             users=4,
             personas_changed=1,
             failed=1,
-            stop_reasons={"None": 1, "all_match": 1, "completed": 2},
+            stop_reasons={"all_match": 1, "completed": 2, "error: LMError": 1},
             queries=3,
             answers_changed=3,
             better=1,
