@@ -94,7 +94,10 @@ def _fatal(exc: BaseException) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:500]
+    """The error type and the first line of its message. The log is committed, and an LM error's later lines
+    (DSPy's `AdapterParseError` appends the whole LM response) can quote the user's data."""
+    first_line = str(exc).strip().split("\n", 1)[0].strip()
+    return f"{type(exc).__name__}: {first_line}"[:200]
 
 
 def alignment_examples(user: EvalUser, setup: TaskSetup, n: int, *, as_of_input: bool = False) -> list[dspy.Example]:

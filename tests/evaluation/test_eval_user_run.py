@@ -1,0 +1,17 @@
+"""What a failed example or alignment writes into the committed log."""
+
+from __future__ import annotations
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from persona_agent.evaluation.user_run import _describe
+
+
+def test_an_adapter_parse_error_is_logged_without_the_lm_response():
+    """DSPy appends the whole LM response to the message; it can quote a user's reviews, so it stays out."""
+    response = '{"proposed_instruction": "I have a good guitar, well made and folds easily"'
+    exc = AdapterParseError("JSONAdapter", dspy.Signature("question -> answer"), response)
+    described = _describe(exc)
+    assert described.startswith("AdapterParseError: Adapter JSONAdapter failed to parse the LM response.")
+    assert "guitar" not in described and "\n" not in described
