@@ -9,7 +9,8 @@ user), so their full-run scores are not comparable. The report then also scores 
 all of them answered (`paired`): that table, and the chart, are the like-for-like comparison.
 
 Beside the means, PersonaAgent meets every other method query by query (`head_to_head`): wins, losses, ties
-and a sign test, which say where it gains and where it loses when the means are close. Two answers that both
+and a sign test, which say where it gains and where it loses when the means are close. The other alignment
+strategies (GEPA, COPRO) also meet each other (`strategy_head_to_head`). Two answers that both
 read the user's profile are compared only when made under the same build of it: a resumed run whose `state/`
 is gone rebuilds the profile, and the LM may write it differently (`_number_profile_builds`).
 
@@ -246,6 +247,12 @@ def build_results(run_dir: Path) -> dict[str, Any]:
             }
         )
     matchups = head_to_head(task, by_method, REFERENCE)
+    strategies = _other_strategies(by_method)
+    strategy_matchups = (
+        head_to_head(task, {name: by_method[name] for name in strategies}, strategies[0])
+        if len(strategies) > 1
+        else None
+    )
     effects = alignment_effects(task, by_method, by_stage)
     metric_names = [*task.metric_names, *([ROUNDED] if task.metric_kind is MetricKind.REGRESSION else [])]
     run_path = meta.get("run_dir") or str(run_dir)
@@ -270,6 +277,9 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "head_to_head": None
         if matchups is None
         else {"reference": REFERENCE, "matchups": [m.as_dict() for m in matchups]},
+        "strategy_head_to_head": None
+        if strategy_matchups is None
+        else {"reference": strategies[0], "matchups": [m.as_dict() for m in strategy_matchups]},
         "alignment_effects": [e.as_dict() for e in effects],
         "profile_per_user": _setup_costs(by_stage.get("profile", [])),
         "totals": {
@@ -283,6 +293,21 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "setup": setups,
         "predictions": predictions,
     }
+
+
+def _other_strategies(by_method: dict[str, list[Row]]) -> list[str]:
+    """PersonaAgent under each alignment strategy other than its own, in table order. Each user's strategies
+    run one after another under one build of the profile, so they pair query by query with each other even
+    where a resumed run left them no like-for-like pair with PersonaAgent."""
+    reference = METHODS_BY_NAME[REFERENCE]
+    return [
+        spec.name
+        for spec in METHOD_SPECS
+        if spec.name in by_method
+        and spec.program == reference.program
+        and spec.persona == "aligned"
+        and spec.strategy != reference.strategy
+    ]
 
 
 # -- markdown -------------------------------------------------------------------------------------------
@@ -351,7 +376,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
 
-    paired_lines = _paired_table(results, title) + _head_to_head_table(results, task) + _alignment_effect_table(results)
+    paired_lines = [
+        *_paired_table(results, title),
+        *_head_to_head_table(results, task),
+        *_head_to_head_table(results, task, "strategy_head_to_head"),
+        *_alignment_effect_table(results),
+    ]
 
     data = results["dataset"]
     profile = results["profile_per_user"]
@@ -436,9 +466,9 @@ def _paired_table(results: dict[str, Any], title: Callable[[str], str]) -> list[
     return [*lines, ""]
 
 
-def _head_to_head_table(results: dict[str, Any], task: TaskSpec) -> list[str]:
-    """PersonaAgent against each method, query by query (`head_to_head`)."""
-    h2h = results.get("head_to_head")
+def _head_to_head_table(results: dict[str, Any], task: TaskSpec, key: str = "head_to_head") -> list[str]:
+    """The `key` reference (PersonaAgent, or the first other strategy) against each method, query by query."""
+    h2h = results.get(key)
     if not h2h:
         return []
     labels = {s["method"]: s["label"] for s in results["summary"]}

@@ -133,6 +133,21 @@ def test_head_to_head_agrees_with_the_accuracies(full_run):
     assert "| PersonaAgent vs | queries | wins | losses | ties | sign test p |" in markdown
 
 
+def test_the_other_strategies_meet_each_other_query_by_query(full_run):
+    """GEPA against COPRO: wins minus losses is their accuracy gap times the queries, and the table shows it."""
+    results = json.loads(full_run.result.results.read_text())
+    h2h = results["strategy_head_to_head"]
+    accuracy = {s["method"]: s["metrics"]["accuracy"]["estimate"] for s in results["summary"]}
+    assert h2h["reference"] == "persona_agent+gepa"
+    assert [m["method"] for m in h2h["matchups"]] == ["persona_agent+copro"]
+    (m,) = h2h["matchups"]
+    assert m["n"] == 5 and m["wins"] + m["losses"] + m["ties"] == 5
+    assert m["wins"] - m["losses"] == round((accuracy["persona_agent+gepa"] - accuracy["persona_agent+copro"]) * 5)
+    markdown = full_run.result.markdown.read_text()
+    row = f"| PersonaAgent + COPRO | 5 | {m['wins']} | {m['losses']} | {m['ties']} |"
+    assert "| PersonaAgent + GEPA vs | queries | wins | losses | ties | sign test p |" in markdown and row in markdown
+
+
 def test_a_tiny_sign_test_p_never_prints_as_zero():
     """36 wins to 8 losses gives p = 2.5e-5: the table must say `<0.001`, not a `0.000` that reads as impossible."""
     assert 0 < sign_test(36, 8) < 0.001
