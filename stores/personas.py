@@ -28,7 +28,7 @@ from persona_agent.errors import (
     VersionConflictError,
 )
 from persona_agent.stores.memory import MemoryStore
-from persona_agent.stores.validation import validate_text, validate_user_id
+from persona_agent.stores.validation import validate_text, validate_user_id, validate_version
 
 VersionRef = int | str | None
 # The sources of `persona_agent.programs.Persona` (stores sit beneath programs, so the list is repeated here).
@@ -167,11 +167,7 @@ class PersonaRegistry:
             if rows[0][0] is None:
                 raise PersonaNotFoundError(user_id)
             return int(rows[0][0])
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise InvalidInputError("version", version, f"must be a version number or one of {[*LIVE_ALIASES, LATEST]}")
-        return version
+        return validate_version(version, "version", aliases=[*LIVE_ALIASES, LATEST])
 
     def get(self, user_id: str, version: VersionRef = None) -> PersonaRecord:
         """One version (default: the live one); raises `PersonaNotFoundError` if there is no such version."""

@@ -150,13 +150,13 @@ def _snapshot(store: MemoryStore) -> tuple:
         (lambda s: s.add(7, [{"query": "q"}]), InvalidUserIdError, "user_id"),
         (lambda s: s.add("alice", [{"query": "ok"}, {"query": "   "}]), InvalidInputError, "items[1].query"),
         (lambda s: s.add("alice", [{"query": "x" * 20_001}]), InvalidInputError, "items[0].query"),
-        (lambda s: s.add("alice", [{"query": "q", "color": "red"}]), InvalidInputError, "items[0]"),
+        (lambda s: s.add("alice", [{"query": "q", "color": "red"}]), InvalidInputError, "items[0].color"),
         (
             lambda s: s.add("alice", [{"query": "q", "metadata": {"f": float("nan")}}]),
             InvalidInputError,
-            "items[0].metadata",
+            "items[0].metadata.f",
         ),
-        (lambda s: s.add("alice", [{"query": "q", "created_at": "yesterday"}]), InvalidInputError, "items[0]"),
+        (lambda s: s.add("alice", [{"query": "q", "created_at": "yesterday"}]), InvalidInputError, "items[0].created_at"),
         (lambda s: s.add("alice", {"query": "q"}), InvalidInputError, "items"),
         (lambda s: s.add("alice", [{"query": "q"}], embeddings=np.ones((1, 5))), EmbeddingDimensionError, "embeddings"),
         (lambda s: s.add("alice", [{"query": "q"}] * 2, embeddings=np.ones((1, 384))), InvalidInputError, "embeddings"),
@@ -230,10 +230,11 @@ def test_threads_write_and_search_concurrently(store):
         rng = np.random.default_rng(len(user) + users.index(user))
         try:
             mine: set[str] = set()
-            for _ in range(10):
+            for round_ in range(10):
                 vecs = rng.standard_normal((8, 384)).astype(np.float32)
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-                mine.update(store.add(user, [NewInteraction(query=f"{user} row")] * 8, embeddings=vecs))
+                items = [NewInteraction(query=f"{user} row {round_}.{i}") for i in range(8)]
+                mine.update(store.add(user, items, embeddings=vecs))
                 hits = store.search(user, vector=vecs[0], k=5)
                 assert {h.interaction.id for h in hits} <= mine
                 assert len(hits) == 5
