@@ -2,14 +2,7 @@
 
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.memory import MemoryStore
-from persona_agent.stores.records import (
-    ForgetReport,
-    IngestReport,
-    Interaction,
-    NewInteraction,
-    Profile,
-    SearchHit,
-)
+from persona_agent.stores.records import ForgetReport, IngestReport, Interaction, NewInteraction, Profile, SearchHit
 
 __all__ = [
     "Embedder",

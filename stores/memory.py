@@ -30,14 +30,7 @@ from pydantic import ValidationError
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
-from persona_agent.stores.records import (
-    ForgetReport,
-    IngestReport,
-    Interaction,
-    NewInteraction,
-    Profile,
-    SearchHit,
-)
+from persona_agent.stores.records import ForgetReport, IngestReport, Interaction, NewInteraction, Profile, SearchHit
 from persona_agent.stores.schema import ensure_schema
 from persona_agent.stores.validation import (
     metadata_json,
