@@ -52,7 +52,10 @@ def main() -> None:
 
 
 def exit_codes(fn: F) -> F:
-    """Map errors to exit codes: bad input (invalid values, unknown user or version, missing file) 2, else 1."""
+    """Map errors to exit codes: bad input (invalid values, unknown user or version, missing file) 2, else 1.
+
+    The package's own errors print their message; any other error (a bug to fix: input should meet a typed
+    error first) prints its type too, so an untyped failure is told apart."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -60,15 +63,11 @@ def exit_codes(fn: F) -> F:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except (ValueError, LookupError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
-        except PersonaAgentError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
         except Exception as exc:
-            err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            bad_input = isinstance(exc, ValueError | LookupError | FileNotFoundError)
+            shown = str(exc) if isinstance(exc, PersonaAgentError) else f"{type(exc).__name__}: {exc}"
+            err.print(f"[red]error:[/red] {shown}", highlight=False)
+            raise typer.Exit(2 if bad_input else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -163,9 +162,11 @@ def ingest(
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl, csv, lamp or oppu (default: by suffix).")] = None,
     task: Annotated[str | None, typer.Option(help="LaMP/OPPU task, e.g. LaMP-2N.")] = None,
     outputs: Annotated[Path | None, typer.Option(help="LaMP/OPPU golds file, if separate.")] = None,
-    batch: Annotated[int, typer.Option(min=1, help="Records per write (one embedding call each).")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Records per embedding call (for progress).")] = 256,
 ) -> None:
-    """Add interactions to users' episodic memory. The whole file is validated before anything is written."""
+    """Add interactions to users' episodic memory. The whole file is validated before anything is written, then
+    written in one transaction (a crash leaves all of it or none); records already stored are skipped, so running
+    the same file again adds nothing."""
     from persona_agent.errors import InvalidInputError
     from persona_agent.ingest import read_records
 
@@ -176,13 +177,14 @@ def ingest(
     if not records:
         raise InvalidInputError("path", str(path), "holds no records")
     with _workspace() as workspace, _progress() as progress:
+        progress.console.print(f"Read {len(records)} records from {path.name}; writing them in one transaction.")
         bar = progress.add_task(f"Ingesting {path.name}", total=len(records))
-        for start in range(0, len(records), batch):
-            chunk = records[start : start + batch]
-            workspace.store.ingest(chunk)
-            progress.advance(bar, len(chunk))
+        report = workspace.store.ingest(records, batch_size=batch, progress=lambda n: progress.advance(bar, n))
     users = len({u for u, _ in records})
-    typer.echo(f"Stored {len(records)} interactions for {users} user{'s' * (users != 1)}.")
+    typer.echo(
+        f"Stored {report.added} interactions for {users} user{'s' * (users != 1)}; "
+        f"skipped {report.skipped} duplicate{'s' * (report.skipped != 1)} (already stored, or repeated in the file)."
+    )
 
 
 @profile_app.command("build")

@@ -12,10 +12,11 @@ writer holds it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +25,17 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+from pydantic import ValidationError
 
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
-from persona_agent.stores.records import ForgetReport, Interaction, NewInteraction, Profile, SearchHit
+from persona_agent.stores.records import ForgetReport, IngestReport, Interaction, NewInteraction, Profile, SearchHit
 from persona_agent.stores.schema import ensure_schema
 from persona_agent.stores.validation import (
+    metadata_json,
     to_utc_naive,
+    validate_id,
     validate_k,
     validate_text,
     validate_user_id,
@@ -48,6 +52,14 @@ def _micros(ts: datetime) -> int:
     """Naive-UTC datetime -> Unix microseconds, exactly (no float rounding)."""
     delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def content_hash(user_id: str, given: datetime | None, query: str, response: str) -> str:
+    """A row's identity (schema `_v3_interaction_identity` computes the same in SQL): sha256 of the user, the time
+    as given (Unix microseconds; '' when none was given, so such a row is identified by its content alone), the
+    query and the response, joined by NUL (which texts and ids may not hold)."""
+    when = "" if given is None else str(_micros(given))
+    return hashlib.sha256("\0".join((user_id, when, query, response)).encode()).hexdigest()
 
 
 def _row_to_interaction(row: tuple) -> Interaction:
@@ -219,26 +231,41 @@ class MemoryStore:
 
     # -- episodic memory ------------------------------------------------------------------------------
 
-    def _normalise(self, items: Iterable[NewInteraction | Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    def _normalise(
+        self, records: Sequence[tuple[str, NewInteraction | Mapping[str, Any]]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Validate every record (all of them, before anything is written) into a row with its identity hash."""
         rows = []
-        for i, item in enumerate(items):
+        for i, record in enumerate(records):
+            where = f"items[{i}]"
+            if not isinstance(record, tuple | list) or len(record) != 2:
+                raise InvalidInputError(f"records[{i}]", record, "must be a (user_id, interaction) pair")
+            user, item = record
+            user = validate_user_id(user, "user_id")
             try:
                 rec = item if isinstance(item, NewInteraction) else NewInteraction.model_validate(item)
-            except Exception as exc:  # pydantic.ValidationError, TypeError for non-mappings
-                raise InvalidInputError(f"items[{i}]", item, f"is not an interaction ({exc})") from None
-            query = validate_text(rec.query, f"items[{i}].query", self.max_text_chars)
-            response = validate_text(rec.response, f"items[{i}].response", self.max_text_chars, allow_empty=True)
+            except ValidationError as exc:
+                error = exc.errors()[0]
+                field = ".".join([where, *(str(p) for p in error["loc"][:1])])  # not union members
+                raise InvalidInputError(field, error.get("input"), error["msg"]) from None
+            except Exception as exc:  # TypeError for non-mappings
+                raise InvalidInputError(where, item, f"is not an interaction ({exc})") from None
+            query = validate_text(rec.query, f"{where}.query", self.max_text_chars)
+            response = validate_text(rec.response, f"{where}.response", self.max_text_chars, allow_empty=True)
             if rec.task is not None:
-                validate_text(rec.task, f"items[{i}].task", 128)
-            try:
-                metadata = json.dumps(rec.metadata, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise InvalidInputError(
-                    f"items[{i}].metadata", rec.metadata, f"is not JSON-serialisable ({exc})"
-                ) from None
-            created = now if rec.created_at is None else to_utc_naive(rec.created_at, f"items[{i}].created_at")
+                validate_text(rec.task, f"{where}.task", 128)
+            metadata = metadata_json(rec.metadata, f"{where}.metadata")
+            given = None if rec.created_at is None else to_utc_naive(rec.created_at, f"{where}.created_at")
             rows.append(
-                {"query": query, "response": response, "task": rec.task, "metadata": metadata, "created_at": created}
+                {
+                    "user_id": user,
+                    "query": query,
+                    "response": response,
+                    "task": rec.task,
+                    "metadata": metadata,
+                    "created_at": now if given is None else given,
+                    "content_hash": content_hash(user, given, query, response),
+                }
             )
         return rows
 
@@ -252,88 +279,148 @@ class MemoryStore:
         """Store a batch of interactions for one user in one transaction; returns their ids in order.
 
         Queries are embedded with the store's embedder unless `embeddings` (one row per item) are given.
-        Everything is validated before anything is written; the batch is stored whole or not at all.
+        Everything is validated before anything is written; the batch is stored whole or not at all. An item
+        that repeats a stored one (see `NewInteraction`) is skipped: its id is the stored row's.
         """
         user_id = validate_user_id(user_id)
         if isinstance(items, NewInteraction | Mapping | str) or not isinstance(items, Sequence):
             raise InvalidInputError("items", items, "must be a sequence of interactions")
-        return self.ingest([(user_id, item) for item in items], embeddings=embeddings)
+        return list(self.ingest([(user_id, item) for item in items], embeddings=embeddings).ids)
 
     def ingest(
         self,
         records: Sequence[tuple[str, NewInteraction | Mapping[str, Any]]],
         *,
         embeddings: np.ndarray | None = None,
-    ) -> list[str]:
-        """Store `(user_id, interaction)` pairs for any number of users in one transaction (bulk loads:
-        one embedding call and one Arrow insert per batch). Returns the new ids in order."""
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> IngestReport:
+        """Store `(user_id, interaction)` pairs for any number of users in ONE transaction, so a crash leaves all
+        of them or none. Records that repeat a stored row or an earlier record of the call are skipped and counted.
+
+        New rows are embedded and inserted `batch_size` at a time (default: all at once; one Arrow insert per
+        batch) and `progress(n)` is told as records are done; the commit comes after the last batch, and the
+        cached FAISS partitions are extended only after it. A single batch is embedded before the write lock is
+        taken; more batches are embedded under it, after the duplicates are known, so a rerun embeds nothing.
+        """
         self._require_writable()
         if isinstance(records, str) or not isinstance(records, Sequence):
             raise InvalidInputError("records", records, "must be a sequence of (user_id, interaction) pairs")
-        if len(records) == 0:
-            return []
-        users = [validate_user_id(user, "user_id") for user, _ in records]
-        now = datetime.now(UTC).replace(tzinfo=None)
-        rows = self._normalise([item for _, item in records], now)
-        if embeddings is None:
-            vectors = validate_vectors(self.embedder.encode([r["query"] for r in rows]), self.dim, len(rows))
-        else:
-            vectors = validate_vectors(embeddings, self.dim, len(rows))
-        ids = [f"mem_{uuid.uuid4().hex}" for _ in rows]
+        size = len(records) if batch_size is None else validate_k(batch_size, "batch_size")
+        rows = self._normalise(records, datetime.now(UTC).replace(tzinfo=None))
+        given = None if embeddings is None else validate_vectors(embeddings, self.dim, len(rows))
+        first: dict[str, int] = {}  # each identity's first record
+        for i, row in enumerate(rows):
+            first.setdefault(row["content_hash"], i)
+        unique = list(first.values())
+        slot = {i: k for k, i in enumerate(unique)}
+        early = self._vectors(rows, unique, given) if 0 < len(unique) <= size else None
+        if progress is not None:
+            progress(len(rows) - len(unique))
         with self._write_lock:
-            seqs = list(range(self._seq + 1, self._seq + 1 + len(rows)))
-            table = pa.table(
-                {
-                    "id": pa.array(ids, pa.string()),
-                    "seq": pa.array(seqs, pa.int64()),
-                    "user_id": pa.array(users, pa.string()),
-                    "created_at": pa.array([r["created_at"] for r in rows], pa.timestamp("us")),
-                    "task": pa.array([r["task"] for r in rows], pa.string()),
-                    "query": pa.array([r["query"] for r in rows], pa.string()),
-                    "response": pa.array([r["response"] for r in rows], pa.string()),
-                    "metadata": pa.array([r["metadata"] for r in rows], pa.string()),
-                    "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
-                }
-            )
             cur = self._cursor()
-            cur.register("_new_rows", table)
+            cur.execute("BEGIN TRANSACTION")
             try:
-                cur.execute("BEGIN TRANSACTION")
-                cur.execute("INSERT INTO interactions SELECT * FROM _new_rows")
+                owner = self._stored_ids(cur, list(first))
+                fresh = [i for i in unique if rows[i]["content_hash"] not in owner]
+                if progress is not None:
+                    progress(len(unique) - len(fresh))
+                seq, added, cached = self._seq, [], []
+                in_cache = {user: self._index.get(user) is not None for user in {rows[i]["user_id"] for i in fresh}}
+                for start in range(0, len(fresh), size):
+                    chunk = fresh[start : start + size]
+                    if early is not None:
+                        vectors = early[[slot[i] for i in chunk]]
+                    else:
+                        vectors = self._vectors(rows, chunk, given)
+                    ids = [f"mem_{uuid.uuid4().hex}" for _ in chunk]
+                    self._insert(cur, [rows[i] for i in chunk], ids, range(seq + 1, seq + 1 + len(chunk)), vectors)
+                    seq += len(chunk)
+                    for i, id_, vec in zip(chunk, ids, vectors, strict=True):
+                        owner[rows[i]["content_hash"]] = id_
+                        if in_cache[rows[i]["user_id"]]:
+                            cached.append((rows[i], id_, vec))
+                    added.extend(ids)
+                    if progress is not None:
+                        progress(len(chunk))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            finally:
-                cur.unregister("_new_rows")
-            self._seq = seqs[-1]
-            self._extend_partitions(users, ids, rows, vectors)
-        return ids
+            self._seq = seq
+            self._extend_partitions(cached)
+        return IngestReport(
+            ids=tuple(owner[row["content_hash"]] for row in rows), added=len(added), skipped=len(rows) - len(added)
+        )
 
-    def _extend_partitions(self, users: list[str], ids: list[str], rows: list[dict], vectors: np.ndarray) -> None:
-        """Append committed rows to the partitions already cached (others are built from DuckDB later)."""
-        by_user: dict[str, list[int]] = {}
-        for i, user in enumerate(users):
-            by_user.setdefault(user, []).append(i)
-        for user, positions in by_user.items():
+    def _vectors(self, rows: list[dict[str, Any]], positions: list[int], given: np.ndarray | None) -> np.ndarray:
+        if given is not None:
+            return given[positions]
+        return validate_vectors(self.embedder.encode([rows[i]["query"] for i in positions]), self.dim, len(positions))
+
+    @staticmethod
+    def _stored_ids(cur: duckdb.DuckDBPyConnection, hashes: list[str]) -> dict[str, str]:
+        """The stored row (the earliest, should older duplicates exist) of each of these identities."""
+        cur.register("_new_hashes", pa.table({"content_hash": pa.array(hashes, pa.string())}))
+        try:
+            found = cur.execute(
+                "SELECT i.content_hash, arg_min(i.id, i.seq) FROM interactions i "
+                "SEMI JOIN _new_hashes n ON i.content_hash = n.content_hash GROUP BY i.content_hash"
+            ).fetchall()
+        finally:
+            cur.unregister("_new_hashes")
+        return dict(found)
+
+    def _insert(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        rows: list[dict[str, Any]],
+        ids: list[str],
+        seqs: range,
+        vectors: np.ndarray,
+    ) -> None:
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.string()),
+                "seq": pa.array(seqs, pa.int64()),
+                **{
+                    name: pa.array([r[name] for r in rows], kind)
+                    for name, kind in (
+                        ("user_id", pa.string()),
+                        ("created_at", pa.timestamp("us")),
+                        ("task", pa.string()),
+                        ("query", pa.string()),
+                        ("response", pa.string()),
+                        ("metadata", pa.string()),
+                        ("content_hash", pa.string()),
+                    )
+                },
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), self.dim),
+            }
+        )
+        cur.register("_new_rows", table)
+        try:
+            cur.execute("INSERT INTO interactions BY NAME SELECT * FROM _new_rows")
+        finally:
+            cur.unregister("_new_rows")
+
+    def _extend_partitions(self, committed: list[tuple[dict[str, Any], str, np.ndarray]]) -> None:
+        """Append committed rows to the partitions that were cached (others are built from DuckDB later)."""
+        by_user: dict[str, list[tuple[dict[str, Any], str, np.ndarray]]] = {}
+        for entry in committed:
+            by_user.setdefault(entry[0]["user_id"], []).append(entry)
+        for user, entries in by_user.items():
             part = self._index.get(user)
             if part is None:
                 continue
-            times = np.array([_micros(rows[i]["created_at"]) for i in positions], dtype=np.int64)
-            order = [positions[j] for j in np.argsort(times, kind="stable")]
+            entries.sort(key=lambda e: e[0]["created_at"])  # stable: the insertion order breaks ties, as `seq` does
             payload = [
-                (
-                    ids[i],
-                    user,
-                    rows[i]["created_at"],
-                    rows[i]["task"],
-                    rows[i]["query"],
-                    rows[i]["response"],
-                    rows[i]["metadata"],
-                )
-                for i in order
+                (id_, user, r["created_at"], r["task"], r["query"], r["response"], r["metadata"])
+                for r, id_, _ in entries
             ]
-            part.append(payload, np.sort(times, kind="stable"), [rows[i]["task"] for i in order], vectors[order])
+            times = np.array([_micros(r["created_at"]) for r, _, _ in entries], dtype=np.int64)
+            vectors = np.stack([vec for _, _, vec in entries]).astype(np.float32, copy=False)
+            part.append(payload, times, [r["task"] for r, _, _ in entries], vectors)
 
     def add_interaction(
         self,
@@ -345,15 +432,16 @@ class MemoryStore:
         metadata: Mapping[str, Any] | None = None,
         created_at: datetime | float | None = None,
     ) -> str:
-        """Store one interaction; returns its id."""
+        """Store one interaction the system records (an answer, feedback); returns its id. It is stamped with the
+        time of the call unless `created_at` is given, so asking the same twice keeps two rows."""
+        when = datetime.now(UTC).replace(tzinfo=None) if created_at is None else created_at
         item = {"query": query, "response": response, "task": task, "metadata": dict(metadata or {})}
-        if created_at is not None:
-            item["created_at"] = created_at
-        return self.add(user_id, [item])[0]
+        return self.add(user_id, [{**item, "created_at": when}])[0]
 
     def get(self, user_id: str, interaction_id: str) -> Interaction:
         """One of the user's interactions by id (another user's id is not found, never returned)."""
         user_id = validate_user_id(user_id)
+        interaction_id = validate_id(interaction_id, "interaction_id")
         row = self._one(f"SELECT {_COLUMNS} FROM interactions WHERE user_id = ? AND id = ?", [user_id, interaction_id])
         if row is None:
             raise InvalidInputError("interaction_id", interaction_id, f"no such interaction for user {user_id!r}")

@@ -28,7 +28,7 @@ from persona_agent.errors import (
     VersionConflictError,
 )
 from persona_agent.stores.memory import MemoryStore
-from persona_agent.stores.validation import validate_text, validate_user_id
+from persona_agent.stores.validation import validate_text, validate_user_id, validate_version
 
 VersionRef = int | str | None
 # The sources of `persona_agent.programs.Persona` (stores sit beneath programs, so the list is repeated here).
@@ -154,8 +154,9 @@ class PersonaRegistry:
         user, version, revision, updated = rows[0]
         return LiveState(user_id=user, version=version, revision=revision, updated_at=updated)
 
-    def resolve(self, user_id: str, version: VersionRef = None) -> int:
-        """A version number from a number or an alias: None, "live" or "champion" (the live version), "latest"."""
+    def resolve(self, user_id: str, version: VersionRef = None, field: str = "version") -> int:
+        """A version number from a number or an alias: None, "live" or "champion" (the live version), "latest".
+        A bad one raises `InvalidInputError` naming `field` (the caller's name for it)."""
         user_id = validate_user_id(user_id)
         if version is None or version in LIVE_ALIASES:
             live = self.live(user_id)
@@ -167,11 +168,7 @@ class PersonaRegistry:
             if rows[0][0] is None:
                 raise PersonaNotFoundError(user_id)
             return int(rows[0][0])
-        if isinstance(version, str) and version.isdigit():
-            version = int(version)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-            raise InvalidInputError("version", version, f"must be a version number or one of {[*LIVE_ALIASES, LATEST]}")
-        return version
+        return validate_version(version, field, aliases=[*LIVE_ALIASES, LATEST])
 
     def get(self, user_id: str, version: VersionRef = None) -> PersonaRecord:
         """One version (default: the live one); raises `PersonaNotFoundError` if there is no such version."""
@@ -219,7 +216,7 @@ class PersonaRegistry:
 
     def diff(self, user_id: str, a: VersionRef, b: VersionRef = None) -> str:
         """A unified text diff from version `a` to version `b` (default: the live one); '' when equal."""
-        old, new = self.get(user_id, a), self.get(user_id, b)
+        old, new = self.get(user_id, self.resolve(user_id, a, "a")), self.get(user_id, self.resolve(user_id, b, "b"))
         return "".join(
             difflib.unified_diff(
                 old.text.splitlines(keepends=True),
@@ -348,7 +345,7 @@ class PersonaRegistry:
                 raise InvalidInputError("to", None, f"user {user_id!r} has no earlier live version to roll back to")
             target = candidates[0]
         else:
-            target = self.resolve(user_id, to)
+            target = self.resolve(user_id, to, "to")
         restored = self.get(user_id, target)
         program = self.program(user_id, target)
         with self.store.transaction() as cur:

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic would take true as 1.0 Unix seconds
+        raise ValueError("must be a datetime or Unix seconds, not a boolean")
+    return value
+
+
+TimeValue = Annotated[datetime | float, BeforeValidator(_not_bool)]
+"""A time as given: a datetime (ISO text in JSON) or Unix seconds; checked by `validation.to_utc_naive`."""
 
 
 class NewInteraction(BaseModel):
     """One interaction to store: what the user asked (`query`) and the response they wanted.
 
-    `created_at` defaults to the time of the `add` call; naive datetimes are taken as UTC.
+    `created_at` defaults to the time of the `add` call; naive datetimes are taken as UTC. The row's identity is
+    (user, `created_at` as given, query, response): an interaction given without a time is identified by its
+    content alone, so adding it again is skipped as a duplicate.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -20,7 +32,18 @@ class NewInteraction(BaseModel):
     response: str = ""
     task: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | float | None = None
+    created_at: TimeValue | None = None
+
+
+class IngestReport(BaseModel):
+    """What one `MemoryStore.ingest` (one transaction) did: `ids` holds one id per record in order, the new
+    row's or, for a duplicate (of a stored row or of an earlier record of the call), the row it repeats."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ids: tuple[str, ...]
+    added: int
+    skipped: int
 
 
 class Interaction(BaseModel):

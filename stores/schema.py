@@ -95,7 +95,22 @@ def _v2_personas(con: duckdb.DuckDBPyConnection, dim: int) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_memory, _v2_personas)
+def _v3_interaction_identity(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    # A row's identity for idempotent ingest: sha256 of (user, time as given, query, response) joined by NUL
+    # (refused in texts and ids, so unambiguous), the time as Unix microseconds, or '' when none was given
+    # (`memory.content_hash`). Existing rows are hashed with their stored time. Ingest finds duplicates by a
+    # join on this column against the new batch's hashes; no index (see _v1_memory).
+    # (DuckDB cannot SET NOT NULL after an UPDATE in the same transaction: the column is added NOT NULL with a
+    # placeholder default, filled, and the default dropped, so an insert without a hash fails.)
+    con.execute("ALTER TABLE interactions ADD COLUMN content_hash VARCHAR NOT NULL DEFAULT ''")
+    con.execute(
+        "UPDATE interactions SET content_hash = "
+        "sha256(concat_ws(chr(0), user_id, epoch_us(created_at)::VARCHAR, query, response))"
+    )
+    con.execute("ALTER TABLE interactions ALTER COLUMN content_hash DROP DEFAULT")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_memory, _v2_personas, _v3_interaction_identity)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -12,6 +12,7 @@ Run it with `persona-agent serve`, or `uvicorn --factory persona_agent.service:c
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ from persona_agent.errors import (
     VersionConflictError,
 )
 from persona_agent.service.auth import Authenticator, AuthError, ForbiddenError, Principal
+from persona_agent.service.bodies import CheckedBodyRoute
 from persona_agent.service.jobs import JobManager
 from persona_agent.service.limits import BodySizeLimit
 from persona_agent.service.openai_compat import completion, completion_chunks, conversation_request
@@ -92,8 +94,10 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
-        where = "path" if exc.field in request.path_params else "body"
-        return reply(422, [{"loc": [where, *exc.field.split(".")], "msg": exc.reason, "type": "invalid_input"}])
+        where = "path" if exc.field in request.path_params else "query" if exc.field in request.query_params else "body"
+        parts = [int(p) if p.isdigit() else p for p in re.split(r"[.\[\]]+", exc.field) if p]
+        loc = parts if parts[:1] in (["body"], ["path"], ["query"]) else [where, *parts]
+        return reply(422, [{"loc": loc, "msg": exc.reason, "type": "invalid_input"}])
 
     @app.exception_handler(PersonaAgentError)
     async def _domain(request: Request, exc: PersonaAgentError) -> JSONResponse:
@@ -133,11 +137,13 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/users/{user_id}/interactions", tags=["memory"])
     async def add_interactions(user_id: User, body: InteractionsIn, request: Request) -> dict[str, Any]:
-        """Store interactions (query, the response the user wanted) in the user's episodic memory."""
+        """Store interactions (query, the response the user wanted) in the user's episodic memory, in one
+        transaction. An item repeating a stored one (same time as given, query and response; an item without a
+        time by its content alone) is skipped: `ids` then holds the stored row's id, and `skipped` counts them."""
         store = _workspace(request).store
-        items = [item.model_dump() for item in body.items]
-        ids = await asyncio.to_thread(store.add, user_id, items)
-        return {"user_id": user_id, "ids": ids}
+        records = [(user_id, item.model_dump()) for item in body.items]
+        report = await asyncio.to_thread(store.ingest, records)
+        return {"user_id": user_id, "ids": list(report.ids), "added": report.added, "skipped": report.skipped}
 
     @app.post("/v1/users/{user_id}/respond", tags=["answers"])
     async def respond(user_id: User, body: RespondIn, request: Request) -> dict[str, Any]:
@@ -278,6 +284,7 @@ def create_app(
         summary="Personalized LLM agents: each user's persona answers, learns from feedback and is re-compiled.",
         lifespan=lifespan,
     )
+    app.router.route_class = CheckedBodyRoute  # before the routes are added
     app.state.auth = auth
     app.state.ready = False
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

@@ -1,15 +1,18 @@
 """Request bodies of the HTTP service (responses are the library's own models, or plain JSON).
 
 Unknown fields are refused (422 naming them) except on the OpenAI-compatible route, which accepts and ignores
-OpenAI's sampling options so any OpenAI client works unchanged.
+OpenAI's sampling options so any OpenAI client works unchanged. Every JSON body has passed
+`stores.validation.parse_json` first (see `service/bodies.py`); texts, times, ids and versions are then checked by
+the same functions as in the store.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from persona_agent.stores.records import TimeValue
 
 MAX_TEXT = 100_000  # a hard cap; the store's `max_text_chars` setting is usually lower and checked too
 
@@ -23,7 +26,7 @@ class InteractionIn(_Strict):
     response: str = Field(default="", max_length=MAX_TEXT)
     task: str | None = Field(default=None, max_length=128)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    created_at: datetime | float | None = None
+    created_at: TimeValue | None = None
 
 
 class InteractionsIn(_Strict):

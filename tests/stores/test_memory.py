@@ -18,8 +18,12 @@ from persona_agent.errors import (
     UnknownUserError,
 )
 from persona_agent.stores import MemoryStore, NewInteraction
+from persona_agent.stores.validation import MAX_JSON_DEPTH
 
 T0 = datetime(2020, 1, 1)
+DEEP: list = []
+for _ in range(5000):  # deeper than Python's recursion limit: json.dumps raised RecursionError
+    DEEP = [DEEP]
 
 FILMS = [
     ("A crew travels through a wormhole to save humanity", "sci-fi"),
@@ -150,13 +154,17 @@ def _snapshot(store: MemoryStore) -> tuple:
         (lambda s: s.add(7, [{"query": "q"}]), InvalidUserIdError, "user_id"),
         (lambda s: s.add("alice", [{"query": "ok"}, {"query": "   "}]), InvalidInputError, "items[1].query"),
         (lambda s: s.add("alice", [{"query": "x" * 20_001}]), InvalidInputError, "items[0].query"),
-        (lambda s: s.add("alice", [{"query": "q", "color": "red"}]), InvalidInputError, "items[0]"),
+        (lambda s: s.add("alice", [{"query": "q", "color": "red"}]), InvalidInputError, "items[0].color"),
         (
             lambda s: s.add("alice", [{"query": "q", "metadata": {"f": float("nan")}}]),
             InvalidInputError,
-            "items[0].metadata",
+            "items[0].metadata.f",
         ),
-        (lambda s: s.add("alice", [{"query": "q", "created_at": "yesterday"}]), InvalidInputError, "items[0]"),
+        (
+            lambda s: s.add("alice", [{"query": "q", "created_at": "yesterday"}]),
+            InvalidInputError,
+            "items[0].created_at",
+        ),
         (lambda s: s.add("alice", {"query": "q"}), InvalidInputError, "items"),
         (lambda s: s.add("alice", [{"query": "q"}], embeddings=np.ones((1, 5))), EmbeddingDimensionError, "embeddings"),
         (lambda s: s.add("alice", [{"query": "q"}] * 2, embeddings=np.ones((1, 384))), InvalidInputError, "embeddings"),
@@ -168,6 +176,34 @@ def _snapshot(store: MemoryStore) -> tuple:
         (lambda s: s.set_profile("alice", ""), InvalidInputError, "text"),
         (lambda s: s.set_profile("alice", "p", source_ids="mem_1"), InvalidInputError, "source_ids"),
         (lambda s: s.latest("alice", 0), InvalidInputError, "n"),
+        # issue 37 point 6: each was a 500 / untyped error, stored wrongly, or named another field
+        (lambda s: s.add("alice", [{"query": "q", "created_at": 1e20}]), InvalidInputError, "items[0].created_at"),
+        (lambda s: s.add("alice", [{"query": "q", "created_at": -1e13}]), InvalidInputError, "items[0].created_at"),
+        (
+            lambda s: s.add("alice", [{"query": "q", "created_at": "0001-01-01T00:00:00+05:00"}]),
+            InvalidInputError,
+            "items[0].created_at",
+        ),
+        (lambda s: s.add("alice", [{"query": "q", "created_at": True}]), InvalidInputError, "items[0].created_at"),
+        (lambda s: s.add("alice", [{"query": "a\ud800"}]), InvalidInputError, "items[0].query"),
+        (lambda s: s.add("alice", [{"query": "q", "response": "\udc00"}]), InvalidInputError, "items[0].response"),
+        (lambda s: s.add("alice", [{"query": "q", "task": "t\ud800"}]), InvalidInputError, "items[0].task"),
+        (
+            lambda s: s.add("alice", [{"query": "q", "metadata": {"k": "\ud800"}}]),
+            InvalidInputError,
+            "items[0].metadata.k",
+        ),
+        (lambda s: s.add("alice", [{"query": "nul\x00"}]), InvalidInputError, "items[0].query"),
+        (
+            lambda s: s.add("alice", [{"query": "q", "metadata": {"x": DEEP}}]),
+            InvalidInputError,
+            "items[0].metadata.x" + ".0" * (MAX_JSON_DEPTH - 1),
+        ),
+        (lambda s: s.search("alice", "q", before=1e20), InvalidInputError, "before"),
+        (lambda s: s.get("alice", "mem\x00"), InvalidInputError, "interaction_id"),
+        (lambda s: s.ingest([("alice",)]), InvalidInputError, "records[0]"),
+        (lambda s: s.set_profile("alice", "p\ud800"), InvalidInputError, "text"),
+        (lambda s: s.get_profile("alice", 2**200), InvalidInputError, "version"),
     ],
 )
 def test_bad_input_raises_typed_error_and_changes_nothing(store, call, error, field):
@@ -230,10 +266,11 @@ def test_threads_write_and_search_concurrently(store):
         rng = np.random.default_rng(len(user) + users.index(user))
         try:
             mine: set[str] = set()
-            for _ in range(10):
+            for round_ in range(10):
                 vecs = rng.standard_normal((8, 384)).astype(np.float32)
                 vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
-                mine.update(store.add(user, [NewInteraction(query=f"{user} row")] * 8, embeddings=vecs))
+                items = [NewInteraction(query=f"{user} row {round_}.{i}") for i in range(8)]
+                mine.update(store.add(user, items, embeddings=vecs))
                 hits = store.search(user, vector=vecs[0], k=5)
                 assert {h.interaction.id for h in hits} <= mine
                 assert len(hits) == 5
