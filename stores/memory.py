@@ -8,16 +8,22 @@ Concurrency: one `MemoryStore` is safe to share between threads of one process (
 serialised, searches run concurrently). DuckDB allows one read-write process per file: run one writer
 process (e.g. the service) and open the file from other processes with `read_only=True` only while no
 writer holds it.
+
+Forgetting: a deleted row's bytes stay in DuckDB's freed blocks, so `forget` schedules a compaction (the file
+rewritten, see `stores.compaction`) within `compaction_delay_seconds`, run by a timer in this process and
+always on `close`; forgets inside that window share one rewrite.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,7 @@ import pyarrow as pa
 
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
+from persona_agent.stores.compaction import DUE_KEY, ReadGate, copy_live_rows, discard_leftovers, move_into_place
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.records import ForgetReport, Interaction, NewInteraction, Profile, SearchHit
 from persona_agent.stores.schema import ensure_schema
@@ -42,12 +49,17 @@ from persona_agent.stores.vector_index import PartitionCache
 _COLUMN_NAMES = ("id", "user_id", "created_at", "task", "query", "response", "metadata")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 _EPOCH = datetime(1970, 1, 1)
+logger = logging.getLogger(__name__)
 
 
 def _micros(ts: datetime) -> int:
     """Naive-UTC datetime -> Unix microseconds, exactly (no float rounding)."""
     delta = ts - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _row_to_interaction(row: tuple) -> Interaction:
@@ -89,42 +101,65 @@ class MemoryStore:
         self.max_text_chars = self.settings.max_text_chars
         db_path = Path(path) if path is not None else self.settings.resolved_db_path
         self.path = db_path
-        if str(db_path) != ":memory:" and not read_only:
+        self._on_disk = str(db_path) != ":memory:"
+        if self._on_disk and not read_only:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._con = duckdb.connect(str(db_path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"Cannot open the memory store at {db_path}: {exc}") from exc
+            discard_leftovers(db_path)
+        self._con = self._connect(read_only)
         self.read_only = read_only
         self.dim = self._resolve_dim()
         if not read_only:
             ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
         self._write_lock = threading.RLock()
+        self._gate = ReadGate()  # reads not under the write lock hold it shared; a compaction alone
         self._local = threading.local()
+        self._generation = 0  # bumped when a compaction reopens the file: cursors of older ones are closed
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         self._closed = False
+        self._timer: threading.Timer | None = None
+        self._due: datetime | None = None  # when the pending compaction must have run (UTC), if one is
+        self.compactions = 0
         self._seq = int(self._one("SELECT coalesce(max(seq), 0) FROM interactions")[0])
         self._index = PartitionCache(self.dim, self._load_partition, max_users=max_cached_users)
+        if not read_only and self._on_disk:
+            left = self._one("SELECT value FROM store_meta WHERE key = ?", [DUE_KEY])
+            if left is not None:  # a forget whose compaction this process's predecessor did not run
+                logger.warning("%s: a compaction due at %s was pending: scheduled", db_path, left[0])
+                self._schedule(datetime.fromisoformat(left[0]))
 
     # -- plumbing -------------------------------------------------------------------------------------
 
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"Cannot open the memory store at {self.path}: {exc}") from exc
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB cursor private to the calling thread (a DuckDB connection is not thread-safe)."""
+        """A DuckDB cursor private to the calling thread (a DuckDB connection is not thread-safe), on the
+        current connection. Use it under the write lock or the read gate (`query`): a compaction closes it."""
         if self._closed:
             raise StoreError("The memory store is closed.")
-        cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            cur = self._con.cursor()
-            self._local.cursor = cur
-            with self._cursors_lock:
-                self._cursors.append(cur)
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == self._generation:
+            return held[1]
+        cur = self._con.cursor()
+        self._local.held = (self._generation, cur)
+        with self._cursors_lock:
+            self._cursors.append(cur)
         return cur
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the store's connection, for components keeping their own tables in the same
-        file (the persona registry): DuckDB allows one read-write connection per file, so they share this one."""
+        """This thread's cursor on the store's connection, for statements inside `transaction()` or a
+        single-threaded tool: a compaction may close it at any other time. Concurrent readers use `query`."""
         return self._cursor()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """All rows of one read statement, safe against a concurrent compaction; for components keeping their
+        own tables in the same file (the persona registry: DuckDB allows one read-write connection per file)."""
+        with self._gate.shared():
+            return self._cursor().execute(sql, params or []).fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -155,7 +190,7 @@ class MemoryStore:
 
     def _one(self, sql: str, params: list[Any] | None = None) -> tuple | None:
         """The first row of a query, or None. (DuckDB 2 wants every result read to the end.)"""
-        rows = self._cursor().execute(sql, params or []).fetchall()
+        rows = self.query(sql, params)
         return rows[0] if rows else None
 
     def __deepcopy__(self, memo: dict) -> MemoryStore:
@@ -163,16 +198,27 @@ class MemoryStore:
         return self
 
     def close(self) -> None:
-        if self._closed:
-            return
+        """Run a pending compaction (a failed one stays pending for the next open), then close."""
         with self._write_lock:
-            self._closed = True
-            with self._cursors_lock:
-                for cur in self._cursors:
-                    cur.close()
-                self._cursors.clear()
-            self._con.close()
+            if self._closed:
+                return
+            self._cancel_timer()
+            if self._due is not None:
+                try:
+                    self.compact()
+                except (StoreError, duckdb.Error, OSError):
+                    logger.exception("%s: compaction on close failed; the next writable open retries", self.path)
+            with self._gate.exclusive():
+                self._closed = True
+                self._close_connection()
             self._index.drop()
+
+    def _close_connection(self) -> None:
+        with self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+        self._con.close()
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -366,14 +412,10 @@ class MemoryStore:
         user_id = self._known_user(user_id)
         n = validate_k(n, "n")
         where, params = self._filters(user_id, before, task)
-        rows = (
-            self._cursor()
-            .execute(
-                f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, seq FROM interactions WHERE {where} "
-                "ORDER BY created_at DESC, seq DESC LIMIT ?) ORDER BY created_at, seq",
-                [*params, n],
-            )
-            .fetchall()
+        rows = self.query(
+            f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, seq FROM interactions WHERE {where} "
+            "ORDER BY created_at DESC, seq DESC LIMIT ?) ORDER BY created_at, seq",
+            [*params, n],
         )
         return [_row_to_interaction(r) for r in rows]
 
@@ -383,11 +425,7 @@ class MemoryStore:
         """All of the user's interactions (strictly before `before`, if given), oldest first."""
         user_id = self._known_user(user_id)
         where, params = self._filters(user_id, before, task)
-        rows = (
-            self._cursor()
-            .execute(f"SELECT {_COLUMNS} FROM interactions WHERE {where} ORDER BY created_at, seq", params)
-            .fetchall()
-        )
+        rows = self.query(f"SELECT {_COLUMNS} FROM interactions WHERE {where} ORDER BY created_at, seq", params)
         return [_row_to_interaction(r) for r in rows]
 
     def _filters(self, user_id: str, before: datetime | float | None, task: str | None) -> tuple[str, list[Any]]:
@@ -409,11 +447,7 @@ class MemoryStore:
 
     def users(self) -> list[str]:
         """Every user with at least one interaction or profile, sorted."""
-        rows = (
-            self._cursor()
-            .execute("SELECT user_id FROM interactions UNION SELECT user_id FROM profiles ORDER BY user_id")
-            .fetchall()
-        )
+        rows = self.query("SELECT user_id FROM interactions UNION SELECT user_id FROM profiles ORDER BY user_id")
         return [r[0] for r in rows]
 
     def _known_user(self, user_id: str) -> str:
@@ -504,7 +538,8 @@ class MemoryStore:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def forget(self, user_id: str) -> ForgetReport:
-        """Remove every row, vector and profile of one user, in one transaction. Idempotent."""
+        """Remove every row, vector and profile of one user, in one transaction, and schedule the compaction
+        that takes their bytes off the disk (`erased_by` in the report). Idempotent."""
         self._require_writable()
         user_id = validate_user_id(user_id)
         with self._write_lock:
@@ -513,12 +548,92 @@ class MemoryStore:
                 cur.execute("BEGIN TRANSACTION")
                 n_rows = cur.execute("DELETE FROM interactions WHERE user_id = ?", [user_id]).fetchall()[0][0]
                 n_profiles = cur.execute("DELETE FROM profiles WHERE user_id = ?", [user_id]).fetchall()[0][0]
+                due = self._mark_due(cur)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             self._index.drop(user_id)
-        return ForgetReport(user_id=user_id, interactions=int(n_rows), vectors=int(n_rows), profiles=int(n_profiles))
+            self._schedule(due)
+        return ForgetReport(
+            user_id=user_id, interactions=int(n_rows), vectors=int(n_rows), profiles=int(n_profiles), erased_by=due
+        )
+
+    def schedule_compaction(self) -> datetime | None:
+        """Have the bytes of every row deleted so far (by the store or a component sharing its file) leave the
+        disk within `compaction_delay_seconds`; returns that time (UTC), or None for an in-memory store."""
+        with self.transaction() as cur:
+            due = self._mark_due(cur)
+        with self._write_lock:
+            self._schedule(due)
+        return due
+
+    def _mark_due(self, cur: duckdb.DuckDBPyConnection) -> datetime | None:
+        """Record, in the caller's transaction, that a compaction is due (the earliest due time wins)."""
+        if not self._on_disk:
+            return None
+        due = _utcnow() + timedelta(seconds=self.settings.compaction_delay_seconds)
+        if self._due is not None and self._due <= due:
+            return self._due
+        cur.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [DUE_KEY, due.isoformat()])
+        return due
+
+    def _schedule(self, due: datetime | None) -> None:
+        """Keep `due` as the pending compaction's deadline (the earliest wins) and have the timer fire then."""
+        if due is None or (self._timer is not None and self._due is not None and self._due <= due):
+            return
+        self._due = due if self._due is None else min(self._due, due)
+        self._start_timer(self._due)
+
+    def _start_timer(self, at: datetime) -> None:
+        self._cancel_timer()
+        self._timer = threading.Timer(max(0.0, (at - _utcnow()).total_seconds()), self._on_timer)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        with self._write_lock:
+            if self._closed or self._due is None:
+                return
+            try:
+                self.compact()
+            except (StoreError, duckdb.Error, OSError):
+                delay = self.settings.compaction_delay_seconds
+                logger.exception("%s: compaction failed; retrying in %s s", self.path, delay)
+                self._start_timer(_utcnow() + timedelta(seconds=delay))
+
+    @property
+    def compaction_due(self) -> datetime | None:
+        """When the pending compaction must have run (UTC), or None if no deleted bytes await one."""
+        return self._due
+
+    def compact(self) -> datetime:
+        """Rewrite the database file now (see `stores.compaction`), so no byte of a deleted row is left in it;
+        waits for reads in flight and holds new ones meanwhile. Returns when it finished (UTC)."""
+        self._require_writable()
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("The memory store is closed.")
+            if self._on_disk:
+                started = time.perf_counter()
+                with self._gate.exclusive():
+                    fresh = copy_live_rows(self._con, self.path)
+                    self._close_connection()
+                    try:
+                        move_into_place(fresh, self.path)
+                    finally:
+                        self._con = self._connect(False)
+                        self._generation += 1
+                self.compactions += 1
+                logger.info("%s: compacted in %.3f s", self.path, time.perf_counter() - started)
+            self._due = None
+            self._cancel_timer()
+            return _utcnow()
 
     def rebuild_index(self, user_id: str | None = None) -> None:
         """Drop cached FAISS partitions (one user's or all); they are rebuilt from DuckDB on next search."""

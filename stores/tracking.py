@@ -15,10 +15,12 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import warnings
@@ -276,8 +278,9 @@ class Tracker:
         """Delete the user's registered model and every run of theirs, with artifacts.
 
         Runs are hard-deleted (rows and artifacts) when the tracking store is local (sqlite or files), as
-        `mlflow gc` would; a remote tracking server only soft-deletes them, and `mlflow gc` must run there:
-        `mlflow_runs_soft_only` counts those."""
+        `mlflow gc` would, and a SQLite database is then vacuumed (rewritten), so no byte of the deleted rows
+        stays in its free pages; a remote tracking server only soft-deletes them, and `mlflow gc` must run
+        there: `mlflow_runs_soft_only` counts those."""
         from mlflow.exceptions import MlflowException
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -307,7 +310,21 @@ class Tracker:
             counts["mlflow_runs"] += 1
         if not hard and counts["mlflow_runs"]:
             counts["mlflow_runs_soft_only"] = counts["mlflow_runs"]
+        database = _sqlite_file(self.tracking_uri)
+        if database is not None and (counts["mlflow_runs"] or counts["mlflow_registered_models"]):
+            with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
+                con.execute("VACUUM")
         return counts
+
+
+def _sqlite_file(uri: str) -> str | None:
+    """The database file of a `sqlite:` tracking URI (as SQLAlchemy reads it), else None."""
+    from sqlalchemy.engine import make_url
+
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return database if database and database != ":memory:" else None
 
 
 def _remove_empty_parent(artifact_uri: str) -> None:
