@@ -177,3 +177,19 @@ def test_close_compacts_a_pending_forget(tracking_home, embedder):
         _assert_keeper_intact(ws)
     finally:
         ws.close()
+
+
+def test_cli_forget_erases_the_bytes_before_it_returns(tracking_home, embedder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from persona_agent import cli
+
+    monkeypatch.setattr(cli, "open_workspace", lambda settings, *, needs_lm: Workspace(settings, embedder=embedder))
+    ws = make_workspace(embedder, compaction_delay_seconds=3600)
+    for user, mark in ((f"user-{MARK}", MARK), (f"user-{KEEP}", KEEP)):
+        ws.store.add(user, [{"query": f"{row['query']} about {mark}"} for row in history()])
+    ws.close()  # the CLI is another process: the writer lets go of the file
+    result = CliRunner().invoke(cli.app, ["forget", "--user", f"user-{MARK}", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Erased from disk:" in result.stdout and "UTC" in result.stdout
+    assert _files_holding(tracking_home, MARK) == {} and _files_holding(tracking_home, KEEP)
