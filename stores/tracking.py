@@ -39,6 +39,13 @@ MODEL_DIR = "model"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM = 6000
+STORE_TAG = "persona_agent.store"
+"""The DuckDB file whose registry the run tracks: a tracking server shared by several homes reconciles only its own."""
+RECONCILED_TAG = "persona_agent.reconciled"
+# Runs being logged by this process (any Tracker): reconciliation never fails them. Held while a run is created
+# and added, and while orphans are found and failed, so a run cannot be seen RUNNING before it is registered here.
+_LIVE_RUNS: set[str] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def model_name(user_id: str) -> str:
@@ -60,6 +67,7 @@ class Tracker:
         self.settings = settings or Settings()
         self.tracking_uri = self.settings.resolved_tracking_uri
         self.experiment_name = self.settings.mlflow_experiment
+        self.store_id = str(self.settings.resolved_db_path.resolve())
         self._client = None
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
@@ -123,14 +131,18 @@ class Tracker:
             "source": record.source,
             "changed": str(changed).lower(),
             "mlflow.runName": f"{record.user_id}-v{record.version}",
+            STORE_TAG: self.store_id,
         }
         if trace and "persona_check" in trace:  # GEPA/COPRO: find unsafe personas with a run filter
             tags["persona_check"] = str(trace["persona_check"])
-        try:
-            run = client.create_run(self.experiment_id, tags=tags)
-        except Exception as exc:
-            raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
-        run_id = run.info.run_id
+        experiment_id = self.experiment_id
+        with _LIVE_LOCK:
+            try:
+                run = client.create_run(experiment_id, tags=tags)
+            except Exception as exc:
+                raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
+            run_id = run.info.run_id
+            _LIVE_RUNS.add(run_id)
         try:
             metrics = [Metric(k, v, 0, step) for k, v, step in _metrics(trace, record)]
             plain = [Param(k, str(v)[:_MAX_PARAM]) for k, v in sorted((params or {}).items()) if v is not None]
@@ -147,7 +159,39 @@ class Tracker:
         except Exception as exc:
             client.set_terminated(run_id, "FAILED")
             raise TrackingError(f"MLflow run {run_id} failed while logging: {exc}") from exc
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_RUNS.discard(run_id)
         return run_id
+
+    def fail_orphan_runs(self, reason: str) -> list[str]:
+        """Mark FAILED, tagged with `reason`, every run of this store left RUNNING that no thread of this
+        process is logging: DuckDB lets one process write the store, so such a run's process is dead."""
+        from mlflow.entities import RunTag, ViewType
+
+        client, experiment_id = self.client, self.experiment_id
+        failed, token = [], None
+        with _LIVE_LOCK:
+            while True:
+                page = client.search_runs(
+                    [experiment_id],
+                    "attributes.status = 'RUNNING'",
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    page_token=token,
+                )
+                failed += [
+                    r.info.run_id
+                    for r in page
+                    if r.info.run_id not in _LIVE_RUNS and r.data.tags.get(STORE_TAG, self.store_id) == self.store_id
+                ]
+                token = page.token
+                if not token:
+                    break
+            for run_id in failed:
+                client.log_batch(run_id, tags=[RunTag(RECONCILED_TAG, reason)])
+                client.set_terminated(run_id, "FAILED")
+        return failed
 
     def _log_model(self, run_id: str, document: Mapping[str, Any]) -> None:
         """Log `model/`: the pyfunc from code, whose one artifact is the program JSON."""
