@@ -613,16 +613,18 @@ class MemoryStore:
         return self._due
 
     def compact(self) -> datetime:
-        """Rewrite the database file now (see `stores.compaction`), so no byte of a deleted row is left in it;
-        waits for reads in flight and holds new ones meanwhile. Returns when it finished (UTC)."""
+        """Rewrite the database file now (see `stores.compaction`), so no byte of a deleted row is left in it.
+        Writes wait for the whole rewrite; reads go on during the copy and wait only while the file is swapped
+        and reopened. Returns when it finished (UTC)."""
         self._require_writable()
         with self._write_lock:
             if self._closed:
                 raise StoreError("The memory store is closed.")
             if self._on_disk:
                 started = time.perf_counter()
+                fresh = copy_live_rows(self._con, self.path)
+                swapping = time.perf_counter()
                 with self._gate.exclusive():
-                    fresh = copy_live_rows(self._con, self.path)
                     self._close_connection()
                     try:
                         move_into_place(fresh, self.path)
@@ -630,7 +632,8 @@ class MemoryStore:
                         self._con = self._connect(False)
                         self._generation += 1
                 self.compactions += 1
-                logger.info("%s: compacted in %.3f s", self.path, time.perf_counter() - started)
+                done = time.perf_counter()
+                logger.info("%s: compacted in %.3f s (reads paused %.3f s)", self.path, done - started, done - swapping)
             self._due = None
             self._cancel_timer()
             return _utcnow()
