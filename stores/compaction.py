@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,32 @@ class ReadGate:
             with self._cond:
                 self._exclusive = False
                 self._cond.notify_all()
+
+
+class OpenFiles:
+    """The database files this process's stores hold open, by resolved path. DuckDB hands every connection to
+    one file in a process the same database instance, so a compaction may swap the file only while its store
+    is the file's one holder: another holder would keep the old (unlinked) file open, and the reopening store
+    would be handed that instance back, losing every later write. `lock` is held while a store opens or
+    closes its file and while a compaction swaps it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._holders: Counter[str] = Counter()
+
+    def add(self, key: str) -> None:
+        self._holders[key] += 1
+
+    def remove(self, key: str) -> None:
+        self._holders[key] -= 1
+        if self._holders[key] <= 0:
+            del self._holders[key]
+
+    def holders(self, key: str) -> int:
+        return self._holders[key]
+
+
+OPEN_FILES = OpenFiles()
 
 
 def fresh_path(path: Path) -> Path:

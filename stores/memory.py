@@ -33,7 +33,14 @@ import pyarrow as pa
 
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
-from persona_agent.stores.compaction import DUE_KEY, ReadGate, copy_live_rows, discard_leftovers, move_into_place
+from persona_agent.stores.compaction import (
+    DUE_KEY,
+    OPEN_FILES,
+    ReadGate,
+    copy_live_rows,
+    discard_leftovers,
+    move_into_place,
+)
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.records import ForgetReport, Interaction, NewInteraction, Profile, SearchHit
 from persona_agent.stores.schema import ensure_schema
@@ -102,14 +109,26 @@ class MemoryStore:
         db_path = Path(path) if path is not None else self.settings.resolved_db_path
         self.path = db_path
         self._on_disk = str(db_path) != ":memory:"
+        self._key = str(db_path.resolve()) if self._on_disk else ""
         if self._on_disk and not read_only:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-            discard_leftovers(db_path)
-        self._con = self._connect(read_only)
+        with OPEN_FILES.lock:
+            if self._on_disk and not read_only and not OPEN_FILES.holders(self._key):
+                discard_leftovers(db_path)
+            self._con = self._connect(read_only)
+            if self._on_disk:
+                OPEN_FILES.add(self._key)
         self.read_only = read_only
-        self.dim = self._resolve_dim()
-        if not read_only:
-            ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
+        try:
+            self.dim = self._resolve_dim()
+            if not read_only:
+                ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
+        except BaseException:
+            with OPEN_FILES.lock:
+                self._con.close()
+                if self._on_disk:
+                    OPEN_FILES.remove(self._key)
+            raise
         self._write_lock = threading.RLock()
         self._gate = ReadGate()  # reads not under the write lock hold it shared; a compaction alone
         self._local = threading.local()
@@ -198,20 +217,33 @@ class MemoryStore:
         return self
 
     def close(self) -> None:
-        """Run a pending compaction (a failed one stays pending for the next open), then close."""
+        """Run a pending compaction, then close. A compaction stays pending in the file if it fails (the next
+        writable open schedules it) or if another store of this process holds the file (the last one runs it)."""
         with self._write_lock:
             if self._closed:
                 return
             self._cancel_timer()
-            if self._due is not None:
-                try:
-                    self.compact()
-                except (StoreError, duckdb.Error, OSError):
-                    logger.exception("%s: compaction on close failed; the next writable open retries", self.path)
-            with self._gate.exclusive():
+            if self._on_disk and not self.read_only and (self._due is not None or self._pending_in_file()):
+                if self._shared():
+                    logger.info("%s: another store of this process holds the file: it compacts on close", self.path)
+                else:
+                    try:
+                        self.compact()
+                    except (StoreError, duckdb.Error, OSError):
+                        logger.exception("%s: compaction on close failed; the next writable open retries", self.path)
+            with OPEN_FILES.lock, self._gate.exclusive():
                 self._closed = True
                 self._close_connection()
+                if self._on_disk:
+                    OPEN_FILES.remove(self._key)
             self._index.drop()
+
+    def _pending_in_file(self) -> bool:
+        return self._one("SELECT 1 FROM store_meta WHERE key = ?", [DUE_KEY]) is not None
+
+    def _shared(self) -> bool:
+        with OPEN_FILES.lock:
+            return OPEN_FILES.holders(self._key) > 1
 
     def _close_connection(self) -> None:
         with self._cursors_lock:
@@ -600,12 +632,16 @@ class MemoryStore:
         with self._write_lock:
             if self._closed or self._due is None:
                 return
-            try:
-                self.compact()
-            except (StoreError, duckdb.Error, OSError):
-                delay = self.settings.compaction_delay_seconds
-                logger.exception("%s: compaction failed; retrying in %s s", self.path, delay)
-                self._start_timer(_utcnow() + timedelta(seconds=delay))
+            delay = self.settings.compaction_delay_seconds
+            if self._shared():
+                logger.info("%s: another store of this process holds the file; compaction in %s s", self.path, delay)
+            else:
+                try:
+                    self.compact()
+                    return
+                except (StoreError, duckdb.Error, OSError):
+                    logger.exception("%s: compaction failed; retrying in %s s", self.path, delay)
+            self._start_timer(_utcnow() + timedelta(seconds=delay))
 
     @property
     def compaction_due(self) -> datetime | None:
@@ -621,10 +657,17 @@ class MemoryStore:
             if self._closed:
                 raise StoreError("The memory store is closed.")
             if self._on_disk:
+                with OPEN_FILES.lock:
+                    self._refuse_if_shared()
                 started = time.perf_counter()
                 fresh = copy_live_rows(self._con, self.path)
                 swapping = time.perf_counter()
-                with self._gate.exclusive():
+                with OPEN_FILES.lock, self._gate.exclusive():
+                    try:
+                        self._refuse_if_shared()  # another store may have opened the file during the copy
+                    except StoreError:
+                        discard_leftovers(self.path)
+                        raise
                     self._close_connection()
                     try:
                         move_into_place(fresh, self.path)
@@ -637,6 +680,14 @@ class MemoryStore:
             self._due = None
             self._cancel_timer()
             return _utcnow()
+
+    def _refuse_if_shared(self) -> None:
+        """Called with `OPEN_FILES.lock` held."""
+        if OPEN_FILES.holders(self._key) > 1:
+            raise StoreError(
+                f"{self.path} is also open in another MemoryStore of this process (one DuckDB instance): "
+                "it cannot be rewritten now; the last store to close it compacts it"
+            )
 
     def rebuild_index(self, user_id: str | None = None) -> None:
         """Drop cached FAISS partitions (one user's or all); they are rebuilt from DuckDB on next search."""

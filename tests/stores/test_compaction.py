@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from persona_agent.config import Settings
+from persona_agent.errors import StoreError
 from persona_agent.stores import MemoryStore
 from persona_agent.stores.compaction import fresh_path
 
@@ -128,3 +129,25 @@ def test_a_compaction_owed_by_a_killed_process_runs_on_the_next_open(tmp_path, e
     finally:
         store.close()
     assert _copies(tmp_path, MARK) == 0 and _copies(tmp_path, KEEP) > 0
+
+
+def test_two_stores_of_one_process_on_one_file_never_lose_a_write(tmp_path, embedder):
+    """DuckDB gives both stores one instance: a swap under the second would leave it (and the reopened first)
+    on the old, unlinked file. The compaction waits for the last store to close instead."""
+    path = tmp_path / "m.duckdb"
+    settings = Settings(compaction_delay_seconds=3600)
+    first = MemoryStore(path, embedder=embedder, settings=settings)
+    second = MemoryStore(path, embedder=embedder, settings=settings)
+    try:
+        _fill(first, 5)
+        first.forget(MARK)
+        with pytest.raises(StoreError, match="also open in another MemoryStore"):
+            first.compact()
+        first.add(KEEP, [{"query": "written after the refused compaction"}], embeddings=_vectors(1, 5))
+        first.close()  # not the last holder: the compaction stays pending in the file
+        assert _copies(tmp_path, MARK) > 0
+    finally:
+        second.close()  # the last holder finds the pending compaction and runs it
+    assert _copies(tmp_path, MARK) == 0
+    with MemoryStore(path, embedder=embedder) as again:
+        assert again.count(KEEP) == 6 and again.compaction_due is None
