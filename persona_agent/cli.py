@@ -492,6 +492,8 @@ def forget(
         typer.confirm(f"Forget everything about {user!r}?", abort=True)
     with _workspace() as workspace:
         report = workspace.forget(user)
+        # A command is a short process: rewrite the database now rather than when the compaction is due.
+        report = report.model_copy(update={"erased_by": workspace.store.compact()})
     table = Table(title=f"Forgot {user}", title_justify="left")
     table.add_column("what")
     table.add_column("removed", justify="right")
@@ -499,6 +501,7 @@ def forget(
     for what, count in rows.items():
         table.add_row(what, str(count))
     console.print(table)
+    console.print(f"Erased from disk: {report.erased_by:%Y-%m-%d %H:%M:%S} UTC (the database file was rewritten).")
 
 
 @app.command()

@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         default=None, description="HMAC key of per-user tokens; default: derived from `api_key`."
     )
     max_request_bytes: int = Field(default=1_000_000, gt=0, description="Largest HTTP request body the service reads.")
+    compaction_delay_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="After a forget, the database file is rewritten within this many seconds (a timer in the "
+        "process that holds the store, and always on close) so the user's bytes leave the disk; forgets inside "
+        "the window share one rewrite, whose cost grows with the store (docs/forgetting.md).",
+    )
     program_cache_size: int = Field(default=1024, gt=0, description="Compiled programs kept in memory (LRU).")
     compile_workers: int = Field(default=1, gt=0, description="Background compile jobs the service runs at once.")
 

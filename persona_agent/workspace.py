@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ import dspy
 from pydantic import BaseModel, ConfigDict
 
 from persona_agent.config import Settings
-from persona_agent.errors import InvalidInputError, PersonaAgentError, UnknownUserError
+from persona_agent.errors import InvalidInputError, PersonaAgentError, TrackingError, UnknownUserError
 from persona_agent.program_cache import ProgramCache
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -30,6 +31,7 @@ from persona_agent.programs.saved import (
     program_document,
     read_document,
 )
+from persona_agent.reconciling import Reconciliation
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
@@ -123,6 +125,8 @@ class Workspace:
         self._lm = lm
         self._adapter: dspy.Adapter | None = None
         self._tracker = None
+        self.opened_at = datetime.now(UTC).replace(tzinfo=None)  # versions older than this are no compile of ours
+        self.reconciliation: Reconciliation | None = None  # the last `reconcile`'s result
         self._forgettables: dict[str, Forgettable] = {"cached_programs": self.programs}
         self._epochs: dict[str, int] = {}
         self.commit_lock = threading.RLock()  # held while a compile commits and while a user is forgotten
@@ -156,14 +160,29 @@ class Workspace:
 
     @property
     def tracker(self):
-        """MLflow tracking (`persona_agent.stores.tracking.Tracker`), imported and connected on first use."""
+        """MLflow tracking (`persona_agent.stores.tracking.Tracker`), imported and connected on first use, when a
+        writable workspace also reconciles crash leftovers (`reconcile`; an MLflow failure there is logged)."""
+        opened = False
         if self._tracker is None:
             with self._lock:
                 if self._tracker is None:
                     from persona_agent.stores.tracking import Tracker
 
-                    self._tracker = Tracker(self.settings)
+                    self._tracker, opened = Tracker(self.settings), True
+        if opened and not self.store.read_only:
+            try:
+                self.reconcile()
+            except TrackingError as exc:
+                logger.error("reconciling crash leftovers failed (call reconcile again): %s", exc)
         return self._tracker
+
+    def reconcile(self) -> Reconciliation:
+        """Mark dead processes' RUNNING runs FAILED and track versions left without a run: see
+        `persona_agent.reconciling`. The result is also kept in `reconciliation`."""
+        from persona_agent.reconciling import reconcile
+
+        self.reconciliation = reconcile(self)
+        return self.reconciliation
 
     def tracking_started(self) -> bool:
         """Whether MLflow may hold anything of ours: used, or a tracking database exists."""

@@ -8,17 +8,23 @@ Concurrency: one `MemoryStore` is safe to share between threads of one process (
 serialised, searches run concurrently). DuckDB allows one read-write process per file: run one writer
 process (e.g. the service) and open the file from other processes with `read_only=True` only while no
 writer holds it.
+
+Forgetting: a deleted row's bytes stay in DuckDB's freed blocks, so `forget` schedules a compaction (the file
+rewritten, see `stores.compaction`) within `compaction_delay_seconds`, run by a timer in this process and
+always on `close`; forgets inside that window share one rewrite.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,14 @@ from pydantic import ValidationError
 
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
+from persona_agent.stores.compaction import (
+    DUE_KEY,
+    OPEN_FILES,
+    ReadGate,
+    copy_live_rows,
+    discard_leftovers,
+    move_into_place,
+)
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.records import ForgetReport, IngestReport, Interaction, NewInteraction, Profile, SearchHit
 from persona_agent.stores.schema import ensure_schema
@@ -46,6 +60,7 @@ from persona_agent.stores.vector_index import PartitionCache
 _COLUMN_NAMES = ("id", "user_id", "created_at", "task", "query", "response", "metadata")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 _EPOCH = datetime(1970, 1, 1)
+logger = logging.getLogger(__name__)
 
 
 def _micros(ts: datetime) -> int:
@@ -60,6 +75,10 @@ def content_hash(user_id: str, given: datetime | None, query: str, response: str
     query and the response, joined by NUL (which texts and ids may not hold)."""
     when = "" if given is None else str(_micros(given))
     return hashlib.sha256("\0".join((user_id, when, query, response)).encode()).hexdigest()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _row_to_interaction(row: tuple) -> Interaction:
@@ -101,42 +120,77 @@ class MemoryStore:
         self.max_text_chars = self.settings.max_text_chars
         db_path = Path(path) if path is not None else self.settings.resolved_db_path
         self.path = db_path
-        if str(db_path) != ":memory:" and not read_only:
+        self._on_disk = str(db_path) != ":memory:"
+        self._key = str(db_path.resolve()) if self._on_disk else ""
+        if self._on_disk and not read_only:
             db_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._con = duckdb.connect(str(db_path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"Cannot open the memory store at {db_path}: {exc}") from exc
+        with OPEN_FILES.lock:
+            if self._on_disk and not read_only and not OPEN_FILES.holders(self._key):
+                discard_leftovers(db_path)
+            self._con = self._connect(read_only)
+            if self._on_disk:
+                OPEN_FILES.add(self._key)
         self.read_only = read_only
-        self.dim = self._resolve_dim()
-        if not read_only:
-            ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
+        try:
+            self.dim = self._resolve_dim()
+            if not read_only:
+                ensure_schema(self._con, dim=self.dim, embedder=self.embedder.name)
+        except BaseException:
+            with OPEN_FILES.lock:
+                self._con.close()
+                if self._on_disk:
+                    OPEN_FILES.remove(self._key)
+            raise
         self._write_lock = threading.RLock()
+        self._gate = ReadGate()  # reads not under the write lock hold it shared; a compaction alone
         self._local = threading.local()
+        self._generation = 0  # bumped when a compaction reopens the file: cursors of older ones are closed
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
         self._closed = False
+        self._timer: threading.Timer | None = None
+        self._due: datetime | None = None  # when the pending compaction must have run (UTC), if one is
+        self.compactions = 0
         self._seq = int(self._one("SELECT coalesce(max(seq), 0) FROM interactions")[0])
         self._index = PartitionCache(self.dim, self._load_partition, max_users=max_cached_users)
+        if not read_only and self._on_disk:
+            left = self._one("SELECT value FROM store_meta WHERE key = ?", [DUE_KEY])
+            if left is not None:  # a forget whose compaction this process's predecessor did not run
+                logger.warning("%s: a compaction due at %s was pending: scheduled", db_path, left[0])
+                self._schedule(datetime.fromisoformat(left[0]))
 
     # -- plumbing -------------------------------------------------------------------------------------
 
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise StoreError(f"Cannot open the memory store at {self.path}: {exc}") from exc
+
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A DuckDB cursor private to the calling thread (a DuckDB connection is not thread-safe)."""
+        """A DuckDB cursor private to the calling thread (a DuckDB connection is not thread-safe), on the
+        current connection. Use it under the write lock or the read gate (`query`): a compaction closes it."""
         if self._closed:
             raise StoreError("The memory store is closed.")
-        cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            cur = self._con.cursor()
-            self._local.cursor = cur
-            with self._cursors_lock:
-                self._cursors.append(cur)
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == self._generation:
+            return held[1]
+        cur = self._con.cursor()
+        self._local.held = (self._generation, cur)
+        with self._cursors_lock:
+            self._cursors.append(cur)
         return cur
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the store's connection, for components keeping their own tables in the same
-        file (the persona registry): DuckDB allows one read-write connection per file, so they share this one."""
+        """This thread's cursor on the store's connection, for statements inside `transaction()` or a
+        single-threaded tool: a compaction may close it at any other time. Concurrent readers use `query`."""
         return self._cursor()
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple]:
+        """All rows of one read statement, safe against a concurrent compaction; for components keeping their
+        own tables in the same file (the persona registry: DuckDB allows one read-write connection per file)."""
+        with self._gate.shared():
+            return self._cursor().execute(sql, params or []).fetchall()
 
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -167,7 +221,7 @@ class MemoryStore:
 
     def _one(self, sql: str, params: list[Any] | None = None) -> tuple | None:
         """The first row of a query, or None. (DuckDB 2 wants every result read to the end.)"""
-        rows = self._cursor().execute(sql, params or []).fetchall()
+        rows = self.query(sql, params)
         return rows[0] if rows else None
 
     def __deepcopy__(self, memo: dict) -> MemoryStore:
@@ -175,16 +229,40 @@ class MemoryStore:
         return self
 
     def close(self) -> None:
-        if self._closed:
-            return
+        """Run a pending compaction, then close. A compaction stays pending in the file if it fails (the next
+        writable open schedules it) or if another store of this process holds the file (the last one runs it)."""
         with self._write_lock:
-            self._closed = True
-            with self._cursors_lock:
-                for cur in self._cursors:
-                    cur.close()
-                self._cursors.clear()
-            self._con.close()
+            if self._closed:
+                return
+            self._cancel_timer()
+            if self._on_disk and not self.read_only and (self._due is not None or self._pending_in_file()):
+                if self._shared():
+                    logger.info("%s: another store of this process holds the file: it compacts on close", self.path)
+                else:
+                    try:
+                        self.compact()
+                    except (StoreError, duckdb.Error, OSError):
+                        logger.exception("%s: compaction on close failed; the next writable open retries", self.path)
+            with OPEN_FILES.lock, self._gate.exclusive():
+                self._closed = True
+                self._close_connection()
+                if self._on_disk:
+                    OPEN_FILES.remove(self._key)
             self._index.drop()
+
+    def _pending_in_file(self) -> bool:
+        return self._one("SELECT 1 FROM store_meta WHERE key = ?", [DUE_KEY]) is not None
+
+    def _shared(self) -> bool:
+        with OPEN_FILES.lock:
+            return OPEN_FILES.holders(self._key) > 1
+
+    def _close_connection(self) -> None:
+        with self._cursors_lock:
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
+        self._con.close()
 
     def __enter__(self) -> MemoryStore:
         return self
@@ -307,7 +385,7 @@ class MemoryStore:
         if isinstance(records, str) or not isinstance(records, Sequence):
             raise InvalidInputError("records", records, "must be a sequence of (user_id, interaction) pairs")
         size = len(records) if batch_size is None else validate_k(batch_size, "batch_size")
-        rows = self._normalise(records, datetime.now(UTC).replace(tzinfo=None))
+        rows = self._normalise(records, _utcnow())
         given = None if embeddings is None else validate_vectors(embeddings, self.dim, len(rows))
         first: dict[str, int] = {}  # each identity's first record
         for i, row in enumerate(rows):
@@ -434,7 +512,7 @@ class MemoryStore:
     ) -> str:
         """Store one interaction the system records (an answer, feedback); returns its id. It is stamped with the
         time of the call unless `created_at` is given, so asking the same twice keeps two rows."""
-        when = datetime.now(UTC).replace(tzinfo=None) if created_at is None else created_at
+        when = _utcnow() if created_at is None else created_at
         item = {"query": query, "response": response, "task": task, "metadata": dict(metadata or {})}
         return self.add(user_id, [{**item, "created_at": when}])[0]
 
@@ -454,14 +532,10 @@ class MemoryStore:
         user_id = self._known_user(user_id)
         n = validate_k(n, "n")
         where, params = self._filters(user_id, before, task)
-        rows = (
-            self._cursor()
-            .execute(
-                f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, seq FROM interactions WHERE {where} "
-                "ORDER BY created_at DESC, seq DESC LIMIT ?) ORDER BY created_at, seq",
-                [*params, n],
-            )
-            .fetchall()
+        rows = self.query(
+            f"SELECT {_COLUMNS} FROM (SELECT {_COLUMNS}, seq FROM interactions WHERE {where} "
+            "ORDER BY created_at DESC, seq DESC LIMIT ?) ORDER BY created_at, seq",
+            [*params, n],
         )
         return [_row_to_interaction(r) for r in rows]
 
@@ -471,11 +545,7 @@ class MemoryStore:
         """All of the user's interactions (strictly before `before`, if given), oldest first."""
         user_id = self._known_user(user_id)
         where, params = self._filters(user_id, before, task)
-        rows = (
-            self._cursor()
-            .execute(f"SELECT {_COLUMNS} FROM interactions WHERE {where} ORDER BY created_at, seq", params)
-            .fetchall()
-        )
+        rows = self.query(f"SELECT {_COLUMNS} FROM interactions WHERE {where} ORDER BY created_at, seq", params)
         return [_row_to_interaction(r) for r in rows]
 
     def _filters(self, user_id: str, before: datetime | float | None, task: str | None) -> tuple[str, list[Any]]:
@@ -497,11 +567,7 @@ class MemoryStore:
 
     def users(self) -> list[str]:
         """Every user with at least one interaction or profile, sorted."""
-        rows = (
-            self._cursor()
-            .execute("SELECT user_id FROM interactions UNION SELECT user_id FROM profiles ORDER BY user_id")
-            .fetchall()
-        )
+        rows = self.query("SELECT user_id FROM interactions UNION SELECT user_id FROM profiles ORDER BY user_id")
         return [r[0] for r in rows]
 
     def _known_user(self, user_id: str) -> str:
@@ -560,7 +626,7 @@ class MemoryStore:
         text = validate_text(text, "text", self.max_text_chars)
         if isinstance(source_ids, str) or not all(isinstance(s, str) for s in source_ids):
             raise InvalidInputError("source_ids", source_ids, "must be a sequence of interaction ids")
-        created = datetime.now(UTC).replace(tzinfo=None)
+        created = _utcnow()
         with self._write_lock:
             cur = self._cursor()
             version = (
@@ -592,7 +658,8 @@ class MemoryStore:
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def forget(self, user_id: str) -> ForgetReport:
-        """Remove every row, vector and profile of one user, in one transaction. Idempotent."""
+        """Remove every row, vector and profile of one user, in one transaction, and schedule the compaction
+        that takes their bytes off the disk (`erased_by` in the report). Idempotent."""
         self._require_writable()
         user_id = validate_user_id(user_id)
         with self._write_lock:
@@ -601,12 +668,114 @@ class MemoryStore:
                 cur.execute("BEGIN TRANSACTION")
                 n_rows = cur.execute("DELETE FROM interactions WHERE user_id = ?", [user_id]).fetchall()[0][0]
                 n_profiles = cur.execute("DELETE FROM profiles WHERE user_id = ?", [user_id]).fetchall()[0][0]
+                due = self._mark_due(cur)
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             self._index.drop(user_id)
-        return ForgetReport(user_id=user_id, interactions=int(n_rows), vectors=int(n_rows), profiles=int(n_profiles))
+            self._schedule(due)
+        return ForgetReport(
+            user_id=user_id, interactions=int(n_rows), vectors=int(n_rows), profiles=int(n_profiles), erased_by=due
+        )
+
+    def schedule_compaction(self) -> datetime | None:
+        """Have the bytes of every row deleted so far (by the store or a component sharing its file) leave the
+        disk within `compaction_delay_seconds`; returns that time (UTC), or None for an in-memory store."""
+        with self.transaction() as cur:
+            due = self._mark_due(cur)
+        with self._write_lock:
+            self._schedule(due)
+        return due
+
+    def _mark_due(self, cur: duckdb.DuckDBPyConnection) -> datetime | None:
+        """Record, in the caller's transaction, that a compaction is due (the earliest due time wins)."""
+        if not self._on_disk:
+            return None
+        due = _utcnow() + timedelta(seconds=self.settings.compaction_delay_seconds)
+        if self._due is not None and self._due <= due:
+            return self._due
+        cur.execute("INSERT OR REPLACE INTO store_meta VALUES (?, ?)", [DUE_KEY, due.isoformat()])
+        return due
+
+    def _schedule(self, due: datetime | None) -> None:
+        """Keep `due` as the pending compaction's deadline (the earliest wins) and have the timer fire then."""
+        if due is None or (self._timer is not None and self._due is not None and self._due <= due):
+            return
+        self._due = due if self._due is None else min(self._due, due)
+        self._start_timer(self._due)
+
+    def _start_timer(self, at: datetime) -> None:
+        self._cancel_timer()
+        self._timer = threading.Timer(max(0.0, (at - _utcnow()).total_seconds()), self._on_timer)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        with self._write_lock:
+            if self._closed or self._due is None:
+                return
+            delay = self.settings.compaction_delay_seconds
+            if self._shared():
+                logger.info("%s: another store of this process holds the file; compaction in %s s", self.path, delay)
+            else:
+                try:
+                    self.compact()
+                    return
+                except (StoreError, duckdb.Error, OSError):
+                    logger.exception("%s: compaction failed; retrying in %s s", self.path, delay)
+            self._start_timer(_utcnow() + timedelta(seconds=delay))
+
+    @property
+    def compaction_due(self) -> datetime | None:
+        """When the pending compaction must have run (UTC), or None if no deleted bytes await one."""
+        return self._due
+
+    def compact(self) -> datetime:
+        """Rewrite the database file now (see `stores.compaction`), so no byte of a deleted row is left in it.
+        Writes wait for the whole rewrite; reads go on during the copy and wait only while the file is swapped
+        and reopened. Returns when it finished (UTC)."""
+        self._require_writable()
+        with self._write_lock:
+            if self._closed:
+                raise StoreError("The memory store is closed.")
+            if self._on_disk:
+                with OPEN_FILES.lock:
+                    self._refuse_if_shared()
+                started = time.perf_counter()
+                fresh = copy_live_rows(self._con, self.path)
+                swapping = time.perf_counter()
+                with OPEN_FILES.lock, self._gate.exclusive():
+                    try:
+                        self._refuse_if_shared()  # another store may have opened the file during the copy
+                    except StoreError:
+                        discard_leftovers(self.path)
+                        raise
+                    self._close_connection()
+                    try:
+                        move_into_place(fresh, self.path)
+                    finally:
+                        self._con = self._connect(False)
+                        self._generation += 1
+                self.compactions += 1
+                done = time.perf_counter()
+                logger.info("%s: compacted in %.3f s (reads paused %.3f s)", self.path, done - started, done - swapping)
+            self._due = None
+            self._cancel_timer()
+            return _utcnow()
+
+    def _refuse_if_shared(self) -> None:
+        """Called with `OPEN_FILES.lock` held."""
+        if OPEN_FILES.holders(self._key) > 1:
+            raise StoreError(
+                f"{self.path} is also open in another MemoryStore of this process (one DuckDB instance): "
+                "it cannot be rewritten now; the last store to close it compacts it"
+            )
 
     def rebuild_index(self, user_id: str | None = None) -> None:
         """Drop cached FAISS partitions (one user's or all); they are rebuilt from DuckDB on next search."""

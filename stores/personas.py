@@ -137,7 +137,7 @@ class PersonaRegistry:
 
     def _rows(self, sql: str, params: list[Any]) -> list[tuple]:
         try:
-            return self.store.cursor().execute(sql, params).fetchall()
+            return self.store.query(sql, params)
         except duckdb.CatalogException as exc:
             raise StoreError(
                 f"{self.store.path} has no persona tables: open it once read-write to migrate it ({exc})"
@@ -390,3 +390,13 @@ class PersonaRegistry:
             for table, key in (("personas", "personas"), ("persona_live", "live"), ("persona_events", "events")):
                 counts[key] = int(cur.execute(f"DELETE FROM {table} WHERE user_id = ?", [user_id]).fetchall()[0][0])
         return counts
+
+    def untracked(self, before: datetime) -> list[PersonaRecord]:
+        """Versions a compile or rollback made before `before` (UTC) that never got their MLflow run id: the
+        leftovers of a process that died while logging them (`persona_agent.reconciling`)."""
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM personas WHERE mlflow_run_id IS NULL AND source IN ('aligned', 'rollback') "
+            "AND created_at < ? ORDER BY user_id, version",
+            [before],
+        )
+        return [_record(r) for r in rows]

@@ -92,6 +92,9 @@ class ForgetReport(BaseModel):
     vectors: int = 0
     profiles: int = 0
     extra: dict[str, int] = Field(default_factory=dict)
+    erased_by: datetime | None = None
+    """When the deleted rows' bytes will have left the database file (UTC): the pending compaction's due time,
+    or when it ran. None for an in-memory store."""
 
     @property
     def total(self) -> int:

@@ -15,10 +15,12 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 import warnings
@@ -37,6 +39,13 @@ MODEL_DIR = "model"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM = 6000
+STORE_TAG = "persona_agent.store"
+"""The DuckDB file whose registry the run tracks: a tracking server shared by several homes reconciles only its own."""
+RECONCILED_TAG = "persona_agent.reconciled"
+# Runs being logged by this process (any Tracker): reconciliation never fails them. Held while a run is created
+# and added, and while orphans are found and failed, so a run cannot be seen RUNNING before it is registered here.
+_LIVE_RUNS: set[str] = set()
+_LIVE_LOCK = threading.Lock()
 
 
 def model_name(user_id: str) -> str:
@@ -58,6 +67,7 @@ class Tracker:
         self.settings = settings or Settings()
         self.tracking_uri = self.settings.resolved_tracking_uri
         self.experiment_name = self.settings.mlflow_experiment
+        self.store_id = str(self.settings.resolved_db_path.resolve())
         self._client = None
         self._experiment_id: str | None = None
         self._lock = threading.Lock()
@@ -121,14 +131,18 @@ class Tracker:
             "source": record.source,
             "changed": str(changed).lower(),
             "mlflow.runName": f"{record.user_id}-v{record.version}",
+            STORE_TAG: self.store_id,
         }
         if trace and "persona_check" in trace:  # GEPA/COPRO: find unsafe personas with a run filter
             tags["persona_check"] = str(trace["persona_check"])
-        try:
-            run = client.create_run(self.experiment_id, tags=tags)
-        except Exception as exc:
-            raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
-        run_id = run.info.run_id
+        experiment_id = self.experiment_id
+        with _LIVE_LOCK:
+            try:
+                run = client.create_run(experiment_id, tags=tags)
+            except Exception as exc:
+                raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
+            run_id = run.info.run_id
+            _LIVE_RUNS.add(run_id)
         try:
             metrics = [Metric(k, v, 0, step) for k, v, step in _metrics(trace, record)]
             plain = [Param(k, str(v)[:_MAX_PARAM]) for k, v in sorted((params or {}).items()) if v is not None]
@@ -145,7 +159,39 @@ class Tracker:
         except Exception as exc:
             client.set_terminated(run_id, "FAILED")
             raise TrackingError(f"MLflow run {run_id} failed while logging: {exc}") from exc
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_RUNS.discard(run_id)
         return run_id
+
+    def fail_orphan_runs(self, reason: str) -> list[str]:
+        """Mark FAILED, tagged with `reason`, every run of this store left RUNNING that no thread of this
+        process is logging: DuckDB lets one process write the store, so such a run's process is dead."""
+        from mlflow.entities import RunTag, ViewType
+
+        client, experiment_id = self.client, self.experiment_id
+        failed, token = [], None
+        with _LIVE_LOCK:
+            while True:
+                page = client.search_runs(
+                    [experiment_id],
+                    "attributes.status = 'RUNNING'",
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    page_token=token,
+                )
+                failed += [
+                    r.info.run_id
+                    for r in page
+                    if r.info.run_id not in _LIVE_RUNS and r.data.tags.get(STORE_TAG, self.store_id) == self.store_id
+                ]
+                token = page.token
+                if not token:
+                    break
+            for run_id in failed:
+                client.log_batch(run_id, tags=[RunTag(RECONCILED_TAG, reason)])
+                client.set_terminated(run_id, "FAILED")
+        return failed
 
     def _log_model(self, run_id: str, document: Mapping[str, Any]) -> None:
         """Log `model/`: the pyfunc from code, whose one artifact is the program JSON."""
@@ -276,8 +322,9 @@ class Tracker:
         """Delete the user's registered model and every run of theirs, with artifacts.
 
         Runs are hard-deleted (rows and artifacts) when the tracking store is local (sqlite or files), as
-        `mlflow gc` would; a remote tracking server only soft-deletes them, and `mlflow gc` must run there:
-        `mlflow_runs_soft_only` counts those."""
+        `mlflow gc` would, and a SQLite database is then vacuumed (rewritten), so no byte of the deleted rows
+        stays in its free pages; a remote tracking server only soft-deletes them, and `mlflow gc` must run
+        there: `mlflow_runs_soft_only` counts those."""
         from mlflow.exceptions import MlflowException
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -307,7 +354,21 @@ class Tracker:
             counts["mlflow_runs"] += 1
         if not hard and counts["mlflow_runs"]:
             counts["mlflow_runs_soft_only"] = counts["mlflow_runs"]
+        database = _sqlite_file(self.tracking_uri)
+        if database is not None and (counts["mlflow_runs"] or counts["mlflow_registered_models"]):
+            with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
+                con.execute("VACUUM")
         return counts
+
+
+def _sqlite_file(uri: str) -> str | None:
+    """The database file of a `sqlite:` tracking URI (as SQLAlchemy reads it), else None."""
+    from sqlalchemy.engine import make_url
+
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return database if database and database != ":memory:" else None
 
 
 def _remove_empty_parent(artifact_uri: str) -> None:

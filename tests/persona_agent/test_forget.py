@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 
@@ -12,7 +14,7 @@ from persona_agent.compiling import CompileOptions, compile_user
 from persona_agent.programs.profile import ProfileBuilder
 from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
-from tests.support import history, make_workspace, persona_script
+from tests.support import CONCISE, PROFILE, UPDATE, history, make_workspace, persona_script
 
 USER, OTHER = "forget-me-7f3a", "keep-me-2b9c"
 
@@ -92,3 +94,102 @@ def test_forget_leaves_no_trace_anywhere(tracking_home, embedder):
 def _duckdb_mentions_open(ws: Workspace, needle: str) -> bool:
     rows = ws.store.cursor().execute("SELECT count(*) FROM personas WHERE user_id = ?", [needle]).fetchall()
     return rows[0][0] > 0
+
+
+# -- raw bytes on disk ------------------------------------------------------------------------------------
+
+MARK = "qz7mark4d1e"  # in the forgotten user's id, rows and persona: it must leave every file under the home
+KEEP = "kp3keep9b0c"  # the other user's: it must stay
+
+
+def _files_holding(root, needle: str) -> dict[str, int]:
+    """Every file under `root` whose raw bytes (or name) hold `needle`, with the count of copies."""
+    found = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            hits = path.read_bytes().count(needle.encode()) + (needle in path.name)
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
+
+
+def _compiled_pair(home, embedder, **settings) -> Workspace:
+    """Two users with rows, a profile, a compiled persona (tracked, registered), each marked in every text."""
+    script = persona_script()
+    mark_of = lambda text: MARK if MARK in text else KEEP  # noqa: E731
+    script[PROFILE] = lambda call: {"profile": f"Likes brevity and {mark_of(call.inputs['records'])}."}
+    script[UPDATE] = lambda call: {"new_persona": f"{CONCISE}\nTalks about {mark_of(call.inputs['persona'])}."}
+    lm = ScriptedLM(script)
+    ws = make_workspace(embedder, lm=lm, mlflow_register_models=True, lm_cache=False, **settings)
+    for user, mark in ((f"user-{MARK}", MARK), (f"user-{KEEP}", KEEP)):
+        rows = [{**row, "query": f"{row['query']} about {mark}", "response": f"ok {mark}"} for row in history()]
+        ws.store.add(user, rows)
+        with ws.lm_context():
+            ProfileBuilder().build(ws.store, user)
+        compile_user(ws, user, CompileOptions())
+    assert _files_holding(home, MARK)  # the marker is on disk before the forget: the grep can see it
+    return ws
+
+
+def _assert_keeper_intact(ws: Workspace) -> None:
+    keeper = f"user-{KEEP}"
+    assert ws.store.count(keeper) == 4 and ws.registry.live(keeper).version == 1
+    hits = ws.store.search(keeper, f"question 2 about {KEEP}", k=4)
+    assert len(hits) == 4 and all(KEEP in h.interaction.query for h in hits)
+    assert len(ws.tracker.user_runs(keeper)) == 1
+
+
+def test_forget_leaves_no_byte_of_the_user_on_disk_once_the_timer_compacts(tracking_home, embedder):
+    ws = _compiled_pair(tracking_home, embedder, compaction_delay_seconds=2)
+    try:
+        before = datetime.now(UTC).replace(tzinfo=None)
+        report = ws.forget(f"user-{MARK}")
+        assert before < report.erased_by <= before + timedelta(seconds=2.5)
+        assert ws.store.compaction_due == report.erased_by and ws.store.compactions == 0
+        while ws.store.compaction_due is not None:  # the timer compacts by the reported time (give it slack)
+            assert datetime.now(UTC).replace(tzinfo=None) < report.erased_by + timedelta(seconds=10)
+            time.sleep(0.1)
+        assert ws.store.compactions == 1
+        # the store is still open: its file, its WAL, mlflow.db and the artifacts hold no byte of the user
+        assert _files_holding(tracking_home, MARK) == {}
+        assert _files_holding(tracking_home, KEEP)
+        _assert_keeper_intact(ws)
+        ws.store.add(f"user-{KEEP}", [{"query": f"after the compaction {KEEP}"}])  # writes go on
+        assert ws.store.count(f"user-{KEEP}") == 5
+    finally:
+        ws.close()
+    assert _files_holding(tracking_home, MARK) == {}
+
+
+def test_close_compacts_a_pending_forget(tracking_home, embedder):
+    ws = _compiled_pair(tracking_home, embedder, compaction_delay_seconds=3600)
+    try:
+        report = ws.forget(f"user-{MARK}")
+        assert report.erased_by > datetime.now(UTC).replace(tzinfo=None) + timedelta(minutes=59)
+        left = _files_holding(tracking_home, MARK)  # the store's file or WAL: its compaction is pending
+        assert left and all(name.startswith("memory.duckdb") for name in left)  # MLflow's side is gone at once
+    finally:
+        ws.close()
+    assert _files_holding(tracking_home, MARK) == {}
+    ws = make_workspace(embedder, lm=ScriptedLM(persona_script()))
+    try:
+        assert ws.store.compaction_due is None
+        _assert_keeper_intact(ws)
+    finally:
+        ws.close()
+
+
+def test_cli_forget_erases_the_bytes_before_it_returns(tracking_home, embedder, monkeypatch):
+    from typer.testing import CliRunner
+
+    from persona_agent import cli
+
+    monkeypatch.setattr(cli, "open_workspace", lambda settings, *, needs_lm: Workspace(settings, embedder=embedder))
+    ws = make_workspace(embedder, compaction_delay_seconds=3600)
+    for user, mark in ((f"user-{MARK}", MARK), (f"user-{KEEP}", KEEP)):
+        ws.store.add(user, [{"query": f"{row['query']} about {mark}"} for row in history()])
+    ws.close()  # the CLI is another process: the writer lets go of the file
+    result = CliRunner().invoke(cli.app, ["forget", "--user", f"user-{MARK}", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "Erased from disk:" in result.stdout and "UTC" in result.stdout
+    assert _files_holding(tracking_home, MARK) == {} and _files_holding(tracking_home, KEEP)
