@@ -67,10 +67,30 @@ class Settings(BaseSettings):
         "(alias 'champion'). Off by default: one registered model per user does not suit millions of users.",
     )
     api_key: SecretStr | None = Field(
-        default=None, description="The service's admin API key (every route); `persona-agent serve` makes one if unset."
+        default=None,
+        description="The service's admin API key (every route); `persona-agent serve` makes one if unset. Set but "
+        "weak is refused: at least 24 characters and 96 bits estimated as length x log2(distinct characters, at "
+        "most the character pool: 26 per letter case, 10 digits, 33 others); e.g. `secrets.token_urlsafe(32)`.",
     )
     token_secret: SecretStr | None = Field(
-        default=None, description="HMAC key of per-user tokens; default: derived from `api_key`."
+        default=None,
+        description="HMAC key of per-user tokens; default: derived from `api_key`. Set, it must be as strong as the "
+        "API key must be.",
+    )
+    token_ttl_seconds: int = Field(
+        default=86_400, gt=0, le=31_536_000, description="Lifetime of a user token unless its minting says otherwise."
+    )
+    docs_access: Literal["admin", "public", "off"] = Field(
+        default="admin", description="Who reaches /docs, /redoc and /openapi.json: the admin key, anyone, or no one."
+    )
+    quota_rows_per_minute: int = Field(
+        default=600,
+        gt=0,
+        description="Rows one user token may write per minute (interactions, feedback, recorded answers); "
+        "the admin key is exempt. Over it: HTTP 429 with Retry-After.",
+    )
+    quota_pending_jobs: int = Field(
+        default=2, gt=0, description="Compile jobs one user token may have queued or running (the admin is exempt)."
     )
     max_request_bytes: int = Field(default=1_000_000, gt=0, description="Largest HTTP request body the service reads.")
     program_cache_size: int = Field(default=1024, gt=0, description="Compiled programs kept in memory (LRU).")

@@ -6,13 +6,18 @@ so the agent cannot see the future). Tools return text observations for the LM.
 
 Error policy: a tool that fails raises; the agent loop turns the exception into an observation
 ("error in search_memory: ...") and goes on. Tools never swallow errors themselves.
+
+The tools are synchronous (DuckDB, FAISS and MiniLM calls block), so their `acall` runs them in a worker thread:
+an agent called with `acall` (the service) never blocks its event loop on them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import dspy
 
@@ -52,7 +57,14 @@ def _k(k: object) -> int:
     return max(1, min(MAX_K, value))
 
 
-def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[dspy.Tool]:
+class ThreadedTool(dspy.Tool):
+    """A synchronous tool whose async path runs it in a worker thread (carrying the caller's context)."""
+
+    async def acall(self, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.__call__, **kwargs)
+
+
+def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[ThreadedTool]:
     """The named tools that this context can support (memory tools need a store, knowledge a base)."""
     unknown = set(names) - set(ALL_TOOLS)
     if unknown:
@@ -98,4 +110,4 @@ def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[dspy.
             available["update_memory"] = update_memory
     if ctx.knowledge is not None:
         available["search_knowledge"] = search_knowledge
-    return [dspy.Tool(available[name]) for name in names if name in available]
+    return [ThreadedTool(available[name]) for name in names if name in available]
