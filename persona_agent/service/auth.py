@@ -201,7 +201,9 @@ class Authenticator:
             raise AuthError("the service is starting: user tokens are checked once it is ready")
         user = claims.user_id
         revoked = (
-            revocations.revoked_at(user) if revocations.cached(user) else await asyncio.to_thread(revocations.revoked_at, user)
+            revocations.revoked_at(user)
+            if revocations.cached(user)
+            else await asyncio.to_thread(revocations.revoked_at, user)
         )
         if revoked is not None and claims.issued_at <= revoked:
             raise AuthError("the token was revoked: ask for a new one")

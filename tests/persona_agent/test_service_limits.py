@@ -53,7 +53,9 @@ def test_rows_per_minute_quota_is_429_with_retry_after_and_writes_nothing(client
     recorded = client.post("/v1/users/alice/respond", json={"request": "hi", "record": True}, headers=alice)
     assert recorded.status_code == 429
     assert workspace.store.count("alice") == 4 + 5
-    too_many = client.post("/v1/users/bob/interactions", json=items(ROWS_PER_MINUTE + 1), headers=user_token(client, "bob"))
+    too_many = client.post(
+        "/v1/users/bob/interactions", json=items(ROWS_PER_MINUTE + 1), headers=user_token(client, "bob")
+    )
     assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["body", "items"]
     assert client.post("/v1/users/alice/interactions", json=items(10), headers=ADMIN).status_code == 200  # exempt
 
