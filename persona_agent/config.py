@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     docs_access: Literal["admin", "public", "off"] = Field(
         default="admin", description="Who reaches /docs, /redoc and /openapi.json: the admin key, anyone, or no one."
     )
+    max_concurrent_answers: int = Field(
+        default=16,
+        gt=0,
+        description="Agent answers (respond, chat) one service process runs at once; more wait their turn. Each "
+        "answer's DSPy steps run on the event loop (~2 ms per LM step), so this bounds how long /healthz waits "
+        "under load; raise it for a slow remote LM (answers/s <= this / seconds per answer).",
+    )
     quota_rows_per_minute: int = Field(
         default=600,
         gt=0,

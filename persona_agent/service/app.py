@@ -14,6 +14,7 @@ Run it with `persona-agent serve`, or `uvicorn --factory persona_agent.service:c
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -46,7 +47,7 @@ from persona_agent.service.schemas import (
     TokenIn,
 )
 from persona_agent.stores.validation import validate_user_id
-from persona_agent.workspace import Workspace
+from persona_agent.workspace import Answer, Workspace
 
 UserPath = Annotated[str, Path(min_length=1, max_length=128, description="the user id")]
 OPEN_PATHS = ("/healthz", "/readyz")
@@ -75,6 +76,13 @@ User = Annotated[str, Depends(user_scope)]
 
 def _workspace(request: Request) -> Workspace:
     return request.app.state.workspace
+
+
+async def _answer(request: Request, user_id: str, inputs: dict[str, str] | str, version: Any = None) -> Answer:
+    """An agent answer, at most `max_concurrent_answers` at once (FIFO): each answer's DSPy steps run on the event
+    loop (~2 ms per LM step), so the bound keeps the loop's bursts short and /healthz fast under load."""
+    async with request.app.state.answers:
+        return await _workspace(request).arespond(user_id, inputs, version=version)
 
 
 def _spend_rows(request: Request, caller: Principal, rows: int, field: str) -> None:
@@ -164,7 +172,7 @@ def _routes(app: FastAPI) -> None:
             _spend_rows(request, caller, 1, "record")
         workspace = _workspace(request)
         inputs = body.request if body.request is not None else body.inputs
-        answer = await workspace.arespond(user_id, inputs, version=body.version)
+        answer = await _answer(request, user_id, inputs, body.version)
         out: dict[str, Any] = answer.model_dump()
         if body.record:
             query = body.request if body.request is not None else next(iter(body.inputs.values()))
@@ -268,7 +276,7 @@ def _routes(app: FastAPI) -> None:
         user_id = validate_user_id(user_id, "user")
         workspace = _workspace(request)
         text = conversation_request(body.messages, workspace.store.max_text_chars)
-        answer = await workspace.arespond(user_id, text)
+        answer = await _answer(request, user_id, text)
         if body.stream:
             return StreamingResponse(completion_chunks(body, answer), media_type="text/event-stream")
         return completion(body, answer)
@@ -289,15 +297,20 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws = workspace or await asyncio.to_thread(Workspace, settings, lm=lm)
         app.state.workspace = ws
+        app.state.answers = asyncio.Semaphore(settings.max_concurrent_answers)
         app.state.jobs = JobManager(ws, workers=settings.compile_workers)
         app.state.rows = RowQuota(settings.quota_rows_per_minute)
         ws.add_forgettable("row_quota", app.state.rows)
         auth.revocations = ws.revocations
         await asyncio.to_thread(lambda: ws.lm)  # build the LM (and check its setting) before taking traffic
+        # Startup's objects (modules, models, DSPy) leave the collector's generations: under load a full collection
+        # scanning them paused the loop 300-500 ms (benchmarks/bench_service.py --load); back in at shutdown.
+        gc.freeze()
         app.state.ready = True
         try:
             yield
         finally:
+            gc.unfreeze()
             app.state.ready = False
             app.state.jobs.shutdown(wait=False)
             if workspace is None:

@@ -135,14 +135,57 @@ def test_healthz_answers_while_an_answer_waits_on_a_slow_tool(tracking_home, emb
         slow = threading.Thread(
             target=lambda: answers.append(
                 client.post("/v1/users/alice/respond", json={"request": "slow"}, headers=ADMIN)
-            )
+            ),
+            daemon=True,
         )
-        slow.start()
-        time.sleep(0.3)  # the answer is now inside update_memory, waiting for the store
-        started = time.perf_counter()
-        assert client.get("/healthz").status_code == 200
-        took = time.perf_counter() - started
-        assert slow.is_alive() and took < 0.25
-        release.set()
-        slow.join(10)
+        try:
+            slow.start()
+            time.sleep(0.3)  # the answer is now inside update_memory, waiting for the store
+            started = time.perf_counter()
+            assert client.get("/healthz").status_code == 200
+            took = time.perf_counter() - started
+            assert slow.is_alive() and took < 0.25
+        finally:
+            release.set()
+            slow.join(10)
         assert answers[0].status_code == 200 and ws.store.count("alice") == 5
+
+
+def test_answers_beyond_max_concurrent_answers_wait_their_turn(tracking_home, embedder):
+    def step(call):
+        if "slow" in call.inputs.get("request", "") and "observation_0" not in call.inputs.get("trajectory", ""):
+            return {"next_thought": "note it", "next_tool_name": "update_memory", "next_tool_args": {"note": "n"}}
+        return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}}
+
+    lm = ScriptedLM({REACT: step, ANSWER: {"response": "ok"}})
+    with (
+        make_workspace(embedder, lm=lm, api_key=ADMIN_KEY, max_concurrent_answers=1) as ws,
+        TestClient(create_app(workspace=ws)) as client,
+    ):
+        ws.store.add("alice", history())
+        assert client.post("/v1/users/alice/respond", json={"request": "warm"}, headers=ADMIN).status_code == 200
+        release = _held(ws.store, 5.0)
+        done: list[str] = []
+
+        def ask(request: str) -> None:
+            client.post("/v1/users/alice/respond", json={"request": request}, headers=ADMIN).raise_for_status()
+            done.append(request)
+
+        slow, quick = (threading.Thread(target=ask, args=(r,), daemon=True) for r in ("slow", "quick"))
+        try:
+            slow.start()
+            time.sleep(0.3)  # the slow answer holds the only slot, waiting for the store
+            quick.start()
+            time.sleep(0.5)
+            assert done == [] and client.get("/healthz").status_code == 200  # the quick answer waits its turn
+        finally:
+            release.set()
+            slow.join(10)
+            quick.join(10)
+        assert done == ["slow", "quick"]
+
+
+def test_tools_parsed_once_stay_bound_to_their_own_context():
+    alice, bob = (make_tools(ToolContext(user_id=u, store=object()), ["search_memory"])[0] for u in ("alice", "bob"))
+    assert alice.args == bob.args == {"query": {"type": "string"}, "k": {"type": "integer", "default": 4}}
+    assert alice.args is not bob.args and alice.func is not bob.func and alice.name == "search_memory"
