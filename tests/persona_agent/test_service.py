@@ -14,19 +14,25 @@ from fastapi.testclient import TestClient
 
 from persona_agent.service import create_app
 from persona_agent.service.auth import mint_token, token_secret
+from persona_agent.workspace import Workspace
 from tests.support import CONCISE, LONG, SHORT, history, make_workspace, museum_lm, opera_history
 
 ADMIN_KEY = "tG7-Xq2vLm9Rk4Wz8Ns1Bd6Hc3Pf5Yj0"  # strong enough for the service (24+ chars, 96+ bits)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-@pytest.fixture
-def workspace(tracking_home, embedder):
-    ws = make_workspace(embedder, api_key=ADMIN_KEY, max_request_bytes=20_000, max_text_chars=2_000)
+def service_workspace(embedder, **settings) -> Workspace:
+    """A workspace for the service tests: the admin key, and alice's and bob's histories (4 rows each)."""
+    ws = make_workspace(embedder, api_key=ADMIN_KEY, **settings)
     for user in ("alice", "bob"):
         ws.store.add(user, history())
-    yield ws
-    ws.close()
+    return ws
+
+
+@pytest.fixture
+def workspace(tracking_home, embedder):
+    with service_workspace(embedder, max_request_bytes=20_000, max_text_chars=2_000) as ws:
+        yield ws
 
 
 @pytest.fixture

@@ -15,19 +15,15 @@ from persona_agent.config import Settings
 from persona_agent.errors import ConfigError
 from persona_agent.service import create_app
 from persona_agent.service.auth import token_secret, verify_token
-from tests.persona_agent.test_service import ADMIN, ADMIN_KEY, bearer, user_token
-from tests.support import history, make_workspace
+from tests.persona_agent.test_service import ADMIN, ADMIN_KEY, bearer, service_workspace, user_token
 
 WEAK = ["", "short-key-1", "a" * 40, "ab" * 20, "12345678" * 3, f" {ADMIN_KEY}"]
 
 
 @pytest.fixture
 def workspace(tracking_home, embedder):
-    ws = make_workspace(embedder, api_key=ADMIN_KEY)
-    for user in ("alice", "bob"):
-        ws.store.add(user, history())
-    yield ws
-    ws.close()
+    with service_workspace(embedder) as ws:
+        yield ws
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from persona_agent.programs.tools import ToolContext, make_tools
 from persona_agent.service import create_app
 from persona_agent.stores import MemoryStore
 from persona_agent.testing import ScriptedLM
-from tests.persona_agent.test_service import ADMIN, ADMIN_KEY, user_token, wait_for
+from tests.persona_agent.test_service import ADMIN, ADMIN_KEY, service_workspace, user_token, wait_for
 from tests.support import ANSWER, REACT, history, make_workspace
 
 ROWS_PER_MINUTE = 5
@@ -22,13 +22,9 @@ ROWS_PER_MINUTE = 5
 
 @pytest.fixture
 def workspace(tracking_home, embedder):
-    ws = make_workspace(
-        embedder, api_key=ADMIN_KEY, max_text_chars=2_000, quota_rows_per_minute=ROWS_PER_MINUTE, quota_pending_jobs=1
-    )
-    for user in ("alice", "bob"):
-        ws.store.add(user, history())
-    yield ws
-    ws.close()
+    limits = {"max_text_chars": 2_000, "quota_rows_per_minute": ROWS_PER_MINUTE, "quota_pending_jobs": 1}
+    with service_workspace(embedder, **limits) as ws:
+        yield ws
 
 
 @pytest.fixture
@@ -120,13 +116,19 @@ def test_the_agents_tools_leave_the_event_loop_free_while_they_block(tmp_path, e
         assert longest < 0.2 and observation == "Saved to the user's memory." and store.count("alice") == 1
 
 
-def test_healthz_answers_while_an_answer_waits_on_a_slow_tool(tracking_home, embedder):
+def slow_note_lm() -> ScriptedLM:
+    """An agent that writes a note (update_memory, which waits for the store) when the request says "slow"."""
+
     def step(call):
         if "slow" in call.inputs.get("request", "") and "observation_0" not in call.inputs.get("trajectory", ""):
             return {"next_thought": "note it", "next_tool_name": "update_memory", "next_tool_args": {"note": "n"}}
         return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}}
 
-    lm = ScriptedLM({REACT: step, ANSWER: {"response": "ok"}})
+    return ScriptedLM({REACT: step, ANSWER: {"response": "ok"}})
+
+
+def test_healthz_answers_while_an_answer_waits_on_a_slow_tool(tracking_home, embedder):
+    lm = slow_note_lm()
     with make_workspace(embedder, lm=lm, api_key=ADMIN_KEY) as ws, TestClient(create_app(workspace=ws)) as client:
         ws.store.add("alice", history())
         assert client.post("/v1/users/alice/respond", json={"request": "warm"}, headers=ADMIN).status_code == 200
@@ -152,12 +154,7 @@ def test_healthz_answers_while_an_answer_waits_on_a_slow_tool(tracking_home, emb
 
 
 def test_answers_beyond_max_concurrent_answers_wait_their_turn(tracking_home, embedder):
-    def step(call):
-        if "slow" in call.inputs.get("request", "") and "observation_0" not in call.inputs.get("trajectory", ""):
-            return {"next_thought": "note it", "next_tool_name": "update_memory", "next_tool_args": {"note": "n"}}
-        return {"next_thought": "done", "next_tool_name": "finish", "next_tool_args": {}}
-
-    lm = ScriptedLM({REACT: step, ANSWER: {"response": "ok"}})
+    lm = slow_note_lm()
     with (
         make_workspace(embedder, lm=lm, api_key=ADMIN_KEY, max_concurrent_answers=1) as ws,
         TestClient(create_app(workspace=ws)) as client,
