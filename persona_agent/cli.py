@@ -511,7 +511,8 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
     lm: LMOption = None,
 ) -> None:
-    """Run the HTTP service (needs the `serve` extra). Makes and prints an admin API key if none is set."""
+    """Run the HTTP service (needs the `serve` extra). Makes and prints an admin API key if none is set; refuses
+    (exit 2) a key that is set but weak, or a weak token secret."""
     import secrets
 
     import uvicorn
@@ -519,12 +520,14 @@ def serve(
 
     from persona_agent.lm import make_lm
     from persona_agent.service import create_app
+    from persona_agent.service.auth import Authenticator
 
     settings = _settings(lm)
-    if settings.api_key is None:
+    if settings.api_key is None:  # unset (set but empty is a weak key, refused below)
         key = secrets.token_urlsafe(32)
         settings = settings.model_copy(update={"api_key": SecretStr(key)})
         err.print(f"No PERSONA_AGENT_API_KEY set: this run's admin API key is [bold]{key}[/bold]")
+    Authenticator(settings)  # refuse weak secrets before the LM is made
     uvicorn.run(create_app(settings, lm=make_lm(settings=settings)), host=host, port=port)
 
 
@@ -532,9 +535,12 @@ def serve(
 @exit_codes
 def token(
     user: UserOption,
-    ttl: Annotated[int | None, typer.Option(min=1, help="Seconds until it expires (default: never).")] = None,
+    ttl: Annotated[
+        int | None, typer.Option(min=1, max=31_536_000, help="Seconds until it expires (default: token_ttl_seconds).")
+    ] = None,
 ) -> None:
-    """Mint a user token for the service (needs PERSONA_AGENT_API_KEY or PERSONA_AGENT_TOKEN_SECRET)."""
+    """Mint a user token for the service (needs PERSONA_AGENT_API_KEY or PERSONA_AGENT_TOKEN_SECRET, strong)."""
     from persona_agent.service.auth import mint_token, token_secret
 
-    typer.echo(mint_token(user, token_secret(_settings()), ttl_seconds=ttl))
+    settings = _settings()
+    typer.echo(mint_token(user, token_secret(settings), ttl_seconds=ttl or settings.token_ttl_seconds))

@@ -67,10 +67,37 @@ class Settings(BaseSettings):
         "(alias 'champion'). Off by default: one registered model per user does not suit millions of users.",
     )
     api_key: SecretStr | None = Field(
-        default=None, description="The service's admin API key (every route); `persona-agent serve` makes one if unset."
+        default=None,
+        description="The service's admin API key (every route); `persona-agent serve` makes one if unset. Set but "
+        "weak is refused: at least 24 characters and 96 bits estimated as length x log2(distinct characters, at "
+        "most the character pool: 26 per letter case, 10 digits, 33 others); e.g. `secrets.token_urlsafe(32)`.",
     )
     token_secret: SecretStr | None = Field(
-        default=None, description="HMAC key of per-user tokens; default: derived from `api_key`."
+        default=None,
+        description="HMAC key of per-user tokens; default: derived from `api_key`. Set, it must be as strong as the "
+        "API key must be.",
+    )
+    token_ttl_seconds: int = Field(
+        default=86_400, gt=0, le=31_536_000, description="Lifetime of a user token unless its minting says otherwise."
+    )
+    docs_access: Literal["admin", "public", "off"] = Field(
+        default="admin", description="Who reaches /docs, /redoc and /openapi.json: the admin key, anyone, or no one."
+    )
+    max_concurrent_answers: int = Field(
+        default=16,
+        gt=0,
+        description="Agent answers (respond, chat) one service process runs at once; more wait their turn. Each "
+        "answer's DSPy steps run on the event loop (~2 ms per LM step), so this bounds how long /healthz waits "
+        "under load; raise it for a slow remote LM (answers/s <= this / seconds per answer).",
+    )
+    quota_rows_per_minute: int = Field(
+        default=600,
+        gt=0,
+        description="Rows one user token may write per minute (interactions, feedback, recorded answers); "
+        "the admin key is exempt. Over it: HTTP 429 with Retry-After.",
+    )
+    quota_pending_jobs: int = Field(
+        default=2, gt=0, description="Compile jobs one user token may have queued or running (the admin is exempt)."
     )
     max_request_bytes: int = Field(default=1_000_000, gt=0, description="Largest HTTP request body the service reads.")
     compaction_delay_seconds: float = Field(

@@ -33,6 +33,7 @@ def forget_user(workspace: Workspace, user_id: str) -> ForgetReport:
     user_id = validate_user_id(user_id)
     with workspace.commit_lock:
         workspace._bump_epoch(user_id)
+        workspace.revocations.revoke(user_id)  # first: no token issued until now can write the user back
         run_ids = [r.mlflow_run_id for r in workspace.registry.history(user_id) if r.mlflow_run_id]
         memory = workspace.store.forget(user_id)  # rows, vectors (and their FAISS partition), profiles
         personas = workspace.registry.forget(user_id)

@@ -37,6 +37,7 @@ from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.personas import LIVE_ALIASES, LiveState, PersonaRecord, PersonaRegistry, VersionRef
 from persona_agent.stores.records import ForgetReport
+from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id
 from persona_agent.usage import track_usage
 
@@ -120,6 +121,7 @@ class Workspace:
         self._owns_store = store is None
         self.store = store if store is not None else MemoryStore(settings=self.settings, embedder=embedder)
         self.registry = PersonaRegistry(self.store)
+        self.revocations = TokenRevocations(self.store)  # service tokens issued before a user's forget are dead
         self.factory = ProgramFactory(store=self.store, knowledge=knowledge)
         self.programs = ProgramCache(self.settings.program_cache_size)
         self._lm = lm

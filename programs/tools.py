@@ -6,13 +6,20 @@ so the agent cannot see the future). Tools return text observations for the LM.
 
 Error policy: a tool that fails raises; the agent loop turns the exception into an observation
 ("error in search_memory: ...") and goes on. Tools never swallow errors themselves.
+
+The tools are synchronous (DuckDB, FAISS and MiniLM calls block), so their `acall` runs them in a worker thread:
+an agent called with `acall` (the service) never blocks its event loop on them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import CodeType
+from typing import Any
 
 import dspy
 
@@ -52,7 +59,33 @@ def _k(k: object) -> int:
     return max(1, min(MAX_K, value))
 
 
-def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[dspy.Tool]:
+_PARSED: dict[CodeType, dict[str, Any]] = {}  # a tool function's code -> what DSPy parses from its signature
+
+
+class ThreadedTool(dspy.Tool):
+    """A synchronous tool whose async path runs it in a worker thread (carrying the caller's context).
+
+    Tools are made per agent call, on the event loop when the agent runs with `acall`; DSPy's parse of a function
+    builds JSON schemas with pydantic (~1-3 ms), so it is done once per tool function (code object) and copied."""
+
+    def _parse_function(self, func: Callable[..., Any], arg_desc: dict[str, str] | None = None) -> None:
+        code = getattr(func, "__code__", None)
+        if code is None or arg_desc or any(v is not None for v in (self.name, self.desc, self.args, self.arg_types)):
+            super()._parse_function(func, arg_desc)
+            return
+        parsed = _PARSED.get(code)
+        if parsed is None:
+            super()._parse_function(func, arg_desc)
+            _PARSED[code] = {k: getattr(self, k) for k in ("name", "desc", "args", "arg_types", "has_kwargs")}
+            return
+        self.name, self.desc, self.has_kwargs = parsed["name"], parsed["desc"], parsed["has_kwargs"]
+        self.args, self.arg_types = copy.deepcopy(parsed["args"]), dict(parsed["arg_types"])
+
+    async def acall(self, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self.__call__, **kwargs)
+
+
+def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[ThreadedTool]:
     """The named tools that this context can support (memory tools need a store, knowledge a base)."""
     unknown = set(names) - set(ALL_TOOLS)
     if unknown:
@@ -98,4 +131,4 @@ def make_tools(ctx: ToolContext, names: Sequence[str] = ALL_TOOLS) -> list[dspy.
             available["update_memory"] = update_memory
     if ctx.knowledge is not None:
         available["search_knowledge"] = search_knowledge
-    return [dspy.Tool(available[name]) for name in names if name in available]
+    return [ThreadedTool(available[name]) for name in names if name in available]

@@ -110,7 +110,13 @@ def _v3_interaction_identity(con: duckdb.DuckDBPyConnection, dim: int) -> None:
     con.execute("ALTER TABLE interactions ALTER COLUMN content_hash DROP DEFAULT")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1_memory, _v2_personas, _v3_interaction_identity)
+def _v4_token_revocations(con: duckdb.DuckDBPyConnection, dim: int) -> None:
+    # Per-user token revocation (stores/tokens.py): a user token issued at or before `revoked_at` (epoch
+    # seconds) is dead. Keyed by the SHA-256 of the user id, so a forgotten user leaves no raw id here.
+    con.execute("CREATE TABLE token_revocations (user_hash VARCHAR PRIMARY KEY, revoked_at DOUBLE NOT NULL)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1_memory, _v2_personas, _v3_interaction_identity, _v4_token_revocations)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

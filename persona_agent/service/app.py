@@ -3,8 +3,10 @@
 Handlers are async: answers run the agent with `acall` under a per-request `dspy.context` (the workspace's LM;
 never `dspy.configure` per request); DuckDB, embedding and MLflow work runs in worker threads. Every route but
 `/healthz` and `/readyz` needs the admin API key or, for one user's routes, that user's token (401 without a
-valid credential, 403 for another user's). Bodies are size-limited (413); invalid input is a 422 naming the
-field; unknown users or versions 404; a stale `expected_revision` 409.
+valid credential, checked before the body is read; 403 for another user's); the API docs need the admin key
+unless the `docs_access` setting says otherwise. Bodies are size-limited (413); invalid input is a 422 naming
+the field; unknown users or versions 404; a stale `expected_revision` 409. A user token is held to quotas (rows
+written per minute, pending compile jobs): 429 with `Retry-After`.
 
 Run it with `persona-agent serve`, or `uvicorn --factory persona_agent.service:create_app`.
 """
@@ -12,6 +14,7 @@ Run it with `persona-agent serve`, or `uvicorn --factory persona_agent.service:c
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,10 +34,10 @@ from persona_agent.errors import (
     UnknownUserError,
     VersionConflictError,
 )
-from persona_agent.service.auth import Authenticator, AuthError, ForbiddenError, Principal
+from persona_agent.service.auth import Authenticator, AuthError, ForbiddenError, Principal, RequireCredential
 from persona_agent.service.bodies import CheckedBodyRoute
 from persona_agent.service.jobs import JobManager
-from persona_agent.service.limits import BodySizeLimit
+from persona_agent.service.limits import BodySizeLimit, QuotaExceededError, RowQuota
 from persona_agent.service.openai_compat import completion, completion_chunks, conversation_request
 from persona_agent.service.schemas import (
     ChatCompletionIn,
@@ -46,22 +49,19 @@ from persona_agent.service.schemas import (
     TokenIn,
 )
 from persona_agent.stores.validation import validate_user_id
-from persona_agent.workspace import Workspace
+from persona_agent.workspace import Answer, Workspace
 
 UserPath = Annotated[str, Path(min_length=1, max_length=128, description="the user id")]
-
-
-def _credential(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    return request.headers.get("x-api-key")
+OPEN_PATHS = ("/healthz", "/readyz")
 
 
 async def principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer ...` or `X-API-Key`; 401 if missing or invalid. (Async, like every
-    dependency here: FastAPI would run a sync one in its thread pool, a thread hop per request.)"""
-    return request.app.state.auth.principal(_credential(request))
+    """The caller, as `RequireCredential` found it before the body was read. (Async, like every dependency here:
+    FastAPI would run a sync one in its thread pool, a thread hop per request.)"""
+    found = getattr(request.state, "principal", None)
+    if not isinstance(found, Principal):
+        raise AuthError("missing credentials: send 'Authorization: Bearer <API key or user token>'")
+    return found
 
 
 Caller = Annotated[Principal, Depends(principal)]
@@ -80,6 +80,19 @@ def _workspace(request: Request) -> Workspace:
     return request.app.state.workspace
 
 
+async def _answer(request: Request, user_id: str, inputs: dict[str, str] | str, version: Any = None) -> Answer:
+    """An agent answer, at most `max_concurrent_answers` at once (FIFO): each answer's DSPy steps run on the event
+    loop (~2 ms per LM step), so the bound keeps the loop's bursts short and /healthz fast under load."""
+    async with request.app.state.answers:
+        return await _workspace(request).arespond(user_id, inputs, version=version)
+
+
+def _spend_rows(request: Request, caller: Principal, rows: int, field: str) -> None:
+    """Count rows a user token writes against its per-minute quota (429 over it); the admin is exempt."""
+    if not caller.admin:
+        request.app.state.rows.take(caller.user_id, rows, field)
+
+
 def _errors(app: FastAPI) -> None:
     def reply(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
@@ -91,6 +104,10 @@ def _errors(app: FastAPI) -> None:
     @app.exception_handler(ForbiddenError)
     async def _forbidden(request: Request, exc: ForbiddenError) -> JSONResponse:
         return reply(403, str(exc))
+
+    @app.exception_handler(QuotaExceededError)
+    async def _quota(request: Request, exc: QuotaExceededError) -> JSONResponse:
+        return reply(429, str(exc), {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(InvalidInputError)
     async def _invalid(request: Request, exc: InvalidInputError) -> JSONResponse:
@@ -123,7 +140,7 @@ def _routes(app: FastAPI) -> None:
         if workspace is None or not getattr(request.app.state, "ready", False):
             return JSONResponse({"status": "starting"}, status_code=503)
         try:
-            await asyncio.to_thread(lambda: workspace.store.cursor().execute("SELECT 1").fetchall())
+            await asyncio.to_thread(workspace.store.query, "SELECT 1")
         except Exception as exc:  # any database failure means not ready
             return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -135,22 +152,33 @@ def _routes(app: FastAPI) -> None:
         user_id = validate_user_id(body.user_id)
         return {"user_id": user_id, "token": request.app.state.auth.mint(user_id, body.ttl_seconds)}
 
+    @app.post("/v1/users/{user_id}/tokens/revoke", tags=["auth"])
+    async def revoke_tokens(user_id: UserPath, request: Request, caller: Caller) -> dict[str, Any]:
+        """Kill every token of the user issued until now (admin only); tokens minted afterwards work."""
+        caller.require_admin()
+        user_id = validate_user_id(user_id)
+        revoked = await asyncio.to_thread(_workspace(request).revocations.revoke, user_id)
+        return {"user_id": user_id, "revoked_at": revoked}
+
     @app.post("/v1/users/{user_id}/interactions", tags=["memory"])
-    async def add_interactions(user_id: User, body: InteractionsIn, request: Request) -> dict[str, Any]:
+    async def add_interactions(user_id: User, body: InteractionsIn, request: Request, caller: Caller) -> dict:
         """Store interactions (query, the response the user wanted) in the user's episodic memory, in one
         transaction. An item repeating a stored one (same time as given, query and response; an item without a
         time by its content alone) is skipped: `ids` then holds the stored row's id, and `skipped` counts them."""
+        _spend_rows(request, caller, len(body.items), "items")
         store = _workspace(request).store
         records = [(user_id, item.model_dump()) for item in body.items]
         report = await asyncio.to_thread(store.ingest, records)
         return {"user_id": user_id, "ids": list(report.ids), "added": report.added, "skipped": report.skipped}
 
     @app.post("/v1/users/{user_id}/respond", tags=["answers"])
-    async def respond(user_id: User, body: RespondIn, request: Request) -> dict[str, Any]:
+    async def respond(user_id: User, body: RespondIn, request: Request, caller: Caller) -> dict[str, Any]:
         """Answer with the user's live persona (or `version`); with `record`, keep the exchange in memory."""
+        if body.record:
+            _spend_rows(request, caller, 1, "record")
         workspace = _workspace(request)
         inputs = body.request if body.request is not None else body.inputs
-        answer = await workspace.arespond(user_id, inputs, version=body.version)
+        answer = await _answer(request, user_id, inputs, body.version)
         out: dict[str, Any] = answer.model_dump()
         if body.record:
             query = body.request if body.request is not None else next(iter(body.inputs.values()))
@@ -165,8 +193,9 @@ def _routes(app: FastAPI) -> None:
         return out
 
     @app.post("/v1/users/{user_id}/feedback", tags=["memory"])
-    async def feedback(user_id: User, body: FeedbackIn, request: Request) -> dict[str, Any]:
+    async def feedback(user_id: User, body: FeedbackIn, request: Request, caller: Caller) -> dict[str, Any]:
         """The response the user really wanted, into episodic memory (the next compile aligns on it)."""
+        _spend_rows(request, caller, 1, "response")
         store = _workspace(request).store
 
         def record() -> str:
@@ -177,10 +206,13 @@ def _routes(app: FastAPI) -> None:
         return {"user_id": user_id, "id": await asyncio.to_thread(record)}
 
     @app.post("/v1/users/{user_id}/compile", status_code=202, tags=["personas"])
-    async def compile_persona(user_id: User, request: Request, body: CompileOptions | None = None) -> dict[str, Any]:
+    async def compile_persona(
+        user_id: User, request: Request, caller: Caller, body: CompileOptions | None = None
+    ) -> dict[str, Any]:
         """Start a background compile (validated now, estimate included); poll `GET /v1/jobs/{id}`."""
         jobs: JobManager = request.app.state.jobs
-        job = await asyncio.to_thread(jobs.submit, user_id, body or CompileOptions())
+        limit = None if caller.admin else request.app.state.settings.quota_pending_jobs
+        job = await asyncio.to_thread(jobs.submit, user_id, body or CompileOptions(), max_pending=limit)
         return job.model_dump(mode="json")
 
     @app.get("/v1/jobs/{job_id}", tags=["personas"])
@@ -248,7 +280,9 @@ def _routes(app: FastAPI) -> None:
             raise InvalidInputError("user", None, "name the user whose persona answers")
         caller.require_user(user_id)
         user_id = validate_user_id(user_id, "user")
-        answer = await _workspace(request).arespond(user_id, conversation_request(body.messages))
+        workspace = _workspace(request)
+        text = conversation_request(body.messages, workspace.store.max_text_chars)
+        answer = await _answer(request, user_id, text)
         if body.stream:
             return StreamingResponse(completion_chunks(body, answer), media_type="text/event-stream")
         return completion(body, answer)
@@ -259,7 +293,8 @@ def create_app(
 ) -> FastAPI:
     """The service over `workspace` (default: one opened from `settings` at startup, closed at shutdown).
 
-    `lm` replaces the settings' LM for a workspace opened here. Raises `ConfigError` without an admin API key.
+    `lm` replaces the settings' LM for a workspace opened here. Raises `ConfigError` without an admin API key, or
+    with a weak one or a weak token secret (see `persona_agent.service.auth.require_strong`).
     """
     settings = settings or (workspace.settings if workspace is not None else Settings())
     auth = Authenticator(settings)
@@ -268,26 +303,45 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws = workspace or await asyncio.to_thread(Workspace, settings, lm=lm)
         app.state.workspace = ws
+        app.state.answers = asyncio.Semaphore(settings.max_concurrent_answers)
         app.state.jobs = JobManager(ws, workers=settings.compile_workers)
+        app.state.rows = RowQuota(settings.quota_rows_per_minute)
+        ws.add_forgettable("row_quota", app.state.rows)
+        auth.revocations = ws.revocations
         await asyncio.to_thread(lambda: ws.lm)  # build the LM (and check its setting) before taking traffic
+        # Startup's objects (modules, models, DSPy) leave the collector's generations: under load a full collection
+        # scanning them paused the loop 300-500 ms (benchmarks/bench_service.py --load); back in at shutdown.
+        gc.freeze()
         app.state.ready = True
         try:
             yield
         finally:
+            gc.unfreeze()
             app.state.ready = False
             app.state.jobs.shutdown(wait=False)
             if workspace is None:
                 ws.close()
 
+    docs = {} if settings.docs_access != "off" else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(
         title="PersonaAgent",
         summary="Personalized LLM agents: each user's persona answers, learns from feedback and is re-compiled.",
         lifespan=lifespan,
+        **docs,
     )
     app.router.route_class = CheckedBodyRoute  # before the routes are added
     app.state.auth = auth
+    app.state.settings = settings
     app.state.ready = False
+    doc_paths = [p for p in (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url) if p]
+    public = settings.docs_access == "public"
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(  # added last, so it runs first: no body is read for an unauthenticated request
+        RequireCredential,
+        auth=auth,
+        open_paths=[*OPEN_PATHS, *(doc_paths if public else [])],
+        admin_paths=[] if public else doc_paths,
+    )
     _errors(app)
     _routes(app)
     return app

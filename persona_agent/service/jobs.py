@@ -19,9 +19,12 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from persona_agent.compiling import CompileOptions, CompilePlan, plan_compile, run_compile
+from persona_agent.service.limits import QuotaExceededError
 from persona_agent.workspace import Workspace
 
 JobStatus = Literal["queued", "running", "succeeded", "failed"]
+PENDING = ("queued", "running")
+RETRY_AFTER = 30  # seconds: a hint for a client over its pending-jobs quota (a compile takes minutes)
 
 
 def _now() -> datetime:
@@ -55,8 +58,9 @@ class JobManager:
         self._lock = threading.Lock()
         workspace.add_forgettable("jobs", self)
 
-    def submit(self, user_id: str, options: CompileOptions) -> Job:
-        """Plan now (raising on bad input), run later; returns the queued job."""
+    def submit(self, user_id: str, options: CompileOptions, *, max_pending: int | None = None) -> Job:
+        """Plan now (raising on bad input), run later; returns the queued job. With `max_pending`, a user who
+        already has that many jobs queued or running gets `QuotaExceededError` (checked as the job is added)."""
         plan = plan_compile(self.workspace, user_id, options)
         job = Job(
             id=f"job_{uuid.uuid4().hex}",
@@ -66,6 +70,9 @@ class JobManager:
             estimate=plan.estimate,
         )
         with self._lock:
+            pending = sum(1 for j in self._jobs.values() if j.user_id == job.user_id and j.status in PENDING)
+            if max_pending is not None and pending >= max_pending:
+                raise QuotaExceededError(f"{pending} compile jobs pending, the quota is {max_pending}", RETRY_AFTER)
             self._jobs[job.id] = job
             self._trim()
         self._pool.submit(copy_context().run, self._run, job.id, plan)
@@ -92,7 +99,7 @@ class JobManager:
             return job.model_copy() if job is not None else None
 
     def _trim(self) -> None:
-        finished = [k for k, j in self._jobs.items() if j.status in ("succeeded", "failed")]
+        finished = [k for k, j in self._jobs.items() if j.status not in PENDING]
         for key in finished[: max(0, len(self._jobs) - self._keep)]:
             del self._jobs[key]
 

@@ -17,8 +17,12 @@ from persona_agent.service.schemas import ChatCompletionIn, ChatMessage
 from persona_agent.workspace import Answer
 
 
-def conversation_request(messages: list[ChatMessage]) -> str:
-    """The agent's request text: the last user message, preceded by earlier turns if there are any."""
+def conversation_request(messages: list[ChatMessage], max_chars: int) -> str:
+    """The agent's request text: the last user message, preceded by earlier turns if there are any. Each message's
+    text is held to `max_chars` (the store's `max_text_chars`, as for ingested texts)."""
+    for i, message in enumerate(messages):
+        if len(message.text()) > max_chars:
+            raise InvalidInputError(f"messages[{i}].content", message.text(), f"must be at most {max_chars} characters")
     last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last is None:
         raise InvalidInputError("messages", [m.role for m in messages], "needs at least one user message")

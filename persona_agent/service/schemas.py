@@ -74,7 +74,9 @@ class RollbackIn(_Strict):
 
 class TokenIn(_Strict):
     user_id: str = Field(min_length=1, max_length=128)
-    ttl_seconds: int | None = Field(default=None, gt=0)
+    ttl_seconds: int | None = Field(
+        default=None, gt=0, le=31_536_000, description="default: the token_ttl_seconds setting (every token expires)"
+    )
 
 
 class ChatMessage(BaseModel):

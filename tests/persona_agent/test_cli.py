@@ -204,10 +204,11 @@ def test_forget_asks_unless_yes_and_reports_counts(tmp_path, embedder):
 def test_token_needs_a_secret_and_names_its_user(monkeypatch):
     result = run("token", "--user", "alice")
     assert result.exit_code == 2 and "PERSONA_AGENT_API_KEY" in result.stderr
-    monkeypatch.setenv("PERSONA_AGENT_API_KEY", "admin-key")
+    monkeypatch.setenv("PERSONA_AGENT_API_KEY", "cli-admin-key-Vb3Nq8Zr5Lx1Tw6Hk9Pd2Mf")
     result = run("token", "--user", "alice", "--ttl", "60")
     assert result.exit_code == 0
-    assert verify_token(result.stdout.strip(), token_secret(Settings())) == "alice"
+    claims = verify_token(result.stdout.strip(), token_secret(Settings()))
+    assert claims.user_id == "alice" and claims.expires_at - claims.issued_at == 60
 
 
 def test_the_demo_command_is_still_there():

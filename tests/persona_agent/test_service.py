@@ -14,19 +14,25 @@ from fastapi.testclient import TestClient
 
 from persona_agent.service import create_app
 from persona_agent.service.auth import mint_token, token_secret
+from persona_agent.workspace import Workspace
 from tests.support import CONCISE, LONG, SHORT, history, make_workspace, museum_lm, opera_history
 
-ADMIN_KEY = "admin-key-for-tests"
+ADMIN_KEY = "tG7-Xq2vLm9Rk4Wz8Ns1Bd6Hc3Pf5Yj0"  # strong enough for the service (24+ chars, 96+ bits)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+def service_workspace(embedder, **settings) -> Workspace:
+    """A workspace for the service tests: the admin key, and alice's and bob's histories (4 rows each)."""
+    ws = make_workspace(embedder, api_key=ADMIN_KEY, **settings)
+    for user in ("alice", "bob"):
+        ws.store.add(user, history())
+    return ws
 
 
 @pytest.fixture
 def workspace(tracking_home, embedder):
-    ws = make_workspace(embedder, api_key=ADMIN_KEY, max_request_bytes=20_000, max_text_chars=2_000)
-    for user in ("alice", "bob"):
-        ws.store.add(user, history())
-    yield ws
-    ws.close()
+    with service_workspace(embedder, max_request_bytes=20_000, max_text_chars=2_000) as ws:
+        yield ws
 
 
 @pytest.fixture
@@ -81,7 +87,7 @@ def test_every_route_needs_a_credential_and_tokens_reach_only_their_user(client,
     assert client.get("/v1/users/bob/personas", headers={"X-API-Key": ADMIN_KEY}).status_code == 200
     # a forged token (alice's signature on bob's claims) and an expired one are not credentials
     head, _, signature = alice["Authorization"][7:].split(".")
-    bob = mint_token("bob", b"not the secret").split(".")[1]
+    bob = mint_token("bob", b"not the secret", ttl_seconds=60).split(".")[1]
     assert client.get("/v1/users/bob/personas", headers=bearer(f"{head}.{bob}.{signature}")).status_code == 401
     expired = mint_token("alice", token_secret(workspace.settings), ttl_seconds=1, now=time.time() - 10)
     response = client.get("/v1/users/alice/personas", headers=bearer(expired))
@@ -308,7 +314,7 @@ def test_the_official_openai_client_against_a_live_server(workspace):
             time.sleep(0.02)
         assert server.started, "uvicorn did not start"
         base = f"http://127.0.0.1:{port}/v1"
-        alice_token = mint_token("alice", token_secret(workspace.settings))
+        alice_token = mint_token("alice", token_secret(workspace.settings), ttl_seconds=600)
         alice = OpenAI(base_url=base, api_key=alice_token, max_retries=0, timeout=15)
         reply = alice.chat.completions.create(model="persona-agent", messages=[{"role": "user", "content": "hi"}])
         assert reply.choices[0].message.content == SHORT and reply.system_fingerprint == "alice@v1"

@@ -203,6 +203,7 @@ def test_a_store_from_before_the_registry_gets_its_tables_on_open(tmp_path, embe
     con.execute("DROP TABLE persona_live")
     con.execute("DROP TABLE persona_events")
     con.execute("ALTER TABLE interactions DROP COLUMN content_hash")
+    con.execute("DROP TABLE token_revocations")
     con.execute("DELETE FROM schema_version WHERE version > 1")
     con.close()
     with MemoryStore(path, embedder=embedder) as store:
@@ -210,4 +211,4 @@ def test_a_store_from_before_the_registry_gets_its_tables_on_open(tmp_path, embe
         registry.add("alice", "zero")
         assert registry.history("alice")[0].text == "zero" and store.count("alice") == 1
         version = store.cursor().execute("SELECT max(version) FROM schema_version").fetchall()[0][0]
-        assert version == SCHEMA_VERSION == 3
+        assert version == SCHEMA_VERSION == 4
