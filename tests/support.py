@@ -19,6 +19,8 @@ from persona_agent.config import Settings
 from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
 
+ADMIN_KEY = "tG7-Xq2vLm9Rk4Wz8Ns1Bd6Hc3Pf5Yj0"  # strong enough for the service (24+ chars, 96+ bits)
+
 REACT = "request, trajectory -> next_thought, next_tool_name, next_tool_args"
 ANSWER = "request, trajectory -> response"
 LOSS = "persona, request, simulated_response, ground_truth_response -> matches, critique"

@@ -27,7 +27,7 @@ from persona_agent import cli
 from persona_agent.config import Settings
 from persona_agent.service import create_app
 from persona_agent.workspace import Workspace
-from tests.support import history, make_workspace
+from tests.support import ADMIN_KEY, history, make_workspace
 
 FUZZ = settings(
     max_examples=60,
@@ -175,7 +175,6 @@ def test_fuzz_csv_ingest(tmp_path, ingest_cli, lines):
 
 # -- service bodies ------------------------------------------------------------------------------------
 
-ADMIN_KEY = "admin-key-for-tests"
 HEADERS = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
 
 

@@ -9,9 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from persona_agent.service import create_app
-from tests.support import history, make_workspace
+from tests.support import ADMIN_KEY, history, make_workspace
 
-ADMIN_KEY = "admin-key-for-tests"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
 P = "/v1/users/alice"
 DEEP = "[" * 100_000 + "]" * 100_000

@@ -15,9 +15,8 @@ from fastapi.testclient import TestClient
 from persona_agent.service import create_app
 from persona_agent.service.auth import mint_token, token_secret
 from persona_agent.workspace import Workspace
-from tests.support import CONCISE, LONG, SHORT, history, make_workspace, museum_lm, opera_history
+from tests.support import ADMIN_KEY, CONCISE, LONG, SHORT, history, make_workspace, museum_lm, opera_history
 
-ADMIN_KEY = "tG7-Xq2vLm9Rk4Wz8Ns1Bd6Hc3Pf5Yj0"  # strong enough for the service (24+ chars, 96+ bits)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 

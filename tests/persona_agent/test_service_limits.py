@@ -33,17 +33,18 @@ def client(workspace):
         yield c
 
 
-def items(n: int) -> dict:
-    return {"items": [{"query": f"q{i}", "response": "r"} for i in range(n)]}
+def items(n: int, start: int = 0) -> dict:
+    """`n` distinct interactions (a repeated undated one is a duplicate the store skips)."""
+    return {"items": [{"query": f"q{i}", "response": "r"} for i in range(start, start + n)]}
 
 
 def test_rows_per_minute_quota_is_429_with_retry_after_and_writes_nothing(client, workspace):
     alice = user_token(client, "alice")
     assert client.post("/v1/users/alice/interactions", json=items(3), headers=alice).status_code == 200
-    over = client.post("/v1/users/alice/interactions", json=items(3), headers=alice)
+    over = client.post("/v1/users/alice/interactions", json=items(3, start=3), headers=alice)
     assert over.status_code == 429 and int(over.headers["retry-after"]) >= 1, over.text
     assert workspace.store.count("alice") == 4 + 3
-    assert client.post("/v1/users/alice/interactions", json=items(2), headers=alice).status_code == 200
+    assert client.post("/v1/users/alice/interactions", json=items(2, start=3), headers=alice).status_code == 200
     feedback = client.post("/v1/users/alice/feedback", json={"request": "q", "response": "r"}, headers=alice)
     assert feedback.status_code == 429 and "retry-after" in feedback.headers
     recorded = client.post("/v1/users/alice/respond", json={"request": "hi", "record": True}, headers=alice)
@@ -75,10 +76,10 @@ def test_a_chat_message_over_max_text_chars_is_422_naming_it(client, workspace):
         "messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "y" * 2_001}],
     }
     response = client.post("/v1/chat/completions", json=body, headers=user_token(client, "alice"))
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "messages[1]", "content"]
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "messages", 1, "content"]
     body = {**body, "user": "alice", "messages": [{"role": "user", "content": [{"type": "text", "text": "y" * 2_001}]}]}
     response = client.post("/v1/chat/completions", json=body, headers=ADMIN)
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "messages[0]", "content"]
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "messages", 0, "content"]
     assert workspace.registry.history("alice") == []  # refused before the agent ran
 
 
