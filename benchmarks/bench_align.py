@@ -30,16 +30,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
 
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
+from persona_agent.core.usage import track_usage
 from persona_agent.evaluation import build_huffpost_categories
-from persona_agent.lm import adapter_for, make_lm
+from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.optimizers import PersonaAligner, exact_match
 from persona_agent.optimizers.strategies import make_optimizer
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
 from persona_agent.signatures import CategorizeArticle
 from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
-from persona_agent.usage import track_usage
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

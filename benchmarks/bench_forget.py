@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import duckdb
 import numpy as np
 
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
 from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
 
 PER_USER = 1000

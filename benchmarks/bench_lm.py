@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Literal
 
 import dspy
+from lean_adapter import LeanJSONAdapter  # benchmarks/lean_adapter.py: this script's own adapter
 
-from persona_agent.lean_adapter import LeanJSONAdapter
-from persona_agent.llama.engine import AsyncLlamaEngine
-from persona_agent.llama.gguf import DEFAULT_MODEL, ensure_model
-from persona_agent.llama.runtime import unload_all
-from persona_agent.lm import make_lm
-from persona_agent.usage import track_usage
+from persona_agent.core.usage import track_usage
+from persona_agent.lm.engine import AsyncLlamaEngine
+from persona_agent.lm.gguf import DEFAULT_MODEL, ensure_model
+from persona_agent.lm.models import make_lm
+from persona_agent.lm.runtime import unload_all
 
 RESULTS = Path(__file__).parent / "results" / "bench_lm.json"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "huffpost-news" / "News_Category_Dataset_v3.json"

@@ -116,7 +116,7 @@ def slow_lm(latency: float):
 
 
 def open_workspace(home: Path, search: bool, latency: float = 0.0):
-    from persona_agent.config import Settings
+    from persona_agent.core.config import Settings
     from persona_agent.workspace import Workspace
 
     settings = Settings(home=home, api_key=API_KEY, lm_cache=False)
@@ -183,7 +183,7 @@ def start_server(home: Path, search: bool, latency: float = 0.0) -> tuple[subpro
 def bench_http(home: Path, users: int, requests: int, concurrency: int, search: bool) -> dict:
     import httpx
 
-    from persona_agent.config import Settings
+    from persona_agent.core.config import Settings
     from persona_agent.service.auth import mint_token, token_secret
 
     secret = token_secret(Settings(home=home, api_key=API_KEY))
@@ -393,7 +393,7 @@ def bench_load(args: argparse.Namespace) -> dict:
     """The load run: a fresh home of `--load-users` users whose personas and memories name them, one live server."""
     import httpx
 
-    from persona_agent.config import Settings
+    from persona_agent.core.config import Settings
     from persona_agent.service.auth import mint_token, token_secret
 
     with tempfile.TemporaryDirectory(prefix="bench-service-load-") as tmp:

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from persona_agent.errors import InvalidInputError, PersonaAgentError
-from persona_agent.usage import UsageMeter
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError
+from persona_agent.core.usage import UsageMeter
 
 
 class BudgetExhaustedError(PersonaAgentError):

@@ -27,7 +27,8 @@ import dspy
 from dspy.teleprompt import Teleprompter
 from dspy.utils.exceptions import AdapterParseError
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.usage import track_usage
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError
 from persona_agent.optimizers.metrics import exact_match
 from persona_agent.optimizers.prompt_echo import aligner_prompt
@@ -45,7 +46,6 @@ from persona_agent.programs.steps import STEP_GUARD, Predict, Steps, run_sync
 from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
 from persona_agent.signatures.tasks import labels_of
 from persona_agent.stores.validation import validate_k
-from persona_agent.usage import track_usage
 
 Metric = Callable[..., float]
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")

@@ -30,7 +30,8 @@ from typing import Any
 import dspy
 from dspy.teleprompt import Teleprompter
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.usage import track_usage
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, BudgetGuard
 from persona_agent.optimizers.persona_aligner import Metric, PersonaAligner, _jsonable
 from persona_agent.optimizers.prompt_echo import PromptEcho, copro_prompt, gepa_reflection_prompt
@@ -38,7 +39,6 @@ from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import STEP_GUARD
-from persona_agent.usage import track_usage
 
 STRATEGIES = ("persona_aligner", "gepa", "copro")
 

@@ -12,7 +12,7 @@ _LAZY = {
     "default_workspace": "persona_agent.loading",
     "close_default_workspaces": "persona_agent.loading",
     "Workspace": "persona_agent.workspace",
-    "Settings": "persona_agent.config",
+    "Settings": "persona_agent.core.config",
 }
 
 __all__ = sorted(_LAZY)

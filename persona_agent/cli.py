@@ -1,7 +1,7 @@
 """The `persona-agent` command line, for scripts: every command exits 0 when it did its work, 2 on bad input
 (with a message naming what is wrong, and nothing written), 1 on any other failure.
 
-Settings come from the environment (`PERSONA_AGENT_*`, see `persona_agent/config.py`); `--lm` overrides the
+Settings come from the environment (`PERSONA_AGENT_*`, see `persona_agent/core/config.py`); `--lm` overrides the
 LM for one command.
 """
 
@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from persona_agent.config import Settings
-from persona_agent.errors import PersonaAgentError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import PersonaAgentError
 from persona_agent.evaluation.cli import eval_app
 
 app = typer.Typer(help="PersonaAgent: personalized LLM agents as DSPy-compiled prompt programs.", no_args_is_help=True)
@@ -79,7 +79,7 @@ def _settings(lm: str | None = None) -> Settings:
 def open_workspace(settings: Settings, *, needs_lm: bool):
     """The workspace of one command, with the settings' LM if the command needs one. (Tests replace this to
     give commands a scripted LM and an already loaded embedder.)"""
-    from persona_agent.lm import make_lm
+    from persona_agent.lm.models import make_lm
     from persona_agent.workspace import Workspace
 
     return Workspace(settings, lm=make_lm(settings=settings) if needs_lm else None)
@@ -118,7 +118,7 @@ def demo(
     try:
         model = None
         if agent:
-            from persona_agent.lm import make_lm
+            from persona_agent.lm.models import make_lm
 
             model = make_lm(lm)
         status = "Ingesting, searching, then the agent answers with the LM (a few minutes offline)..."
@@ -167,7 +167,7 @@ def ingest(
     """Add interactions to users' episodic memory. The whole file is validated before anything is written, then
     written in one transaction (a crash leaves all of it or none); records already stored are skipped, so running
     the same file again adds nothing."""
-    from persona_agent.errors import InvalidInputError
+    from persona_agent.core.errors import InvalidInputError
     from persona_agent.ingest import read_records
 
     settings = _settings()
@@ -198,7 +198,7 @@ def profile_build(
 
     A user whose summary the LM keeps handing back as its own prompt is reported and keeps their previous
     profile; the others are still built, and the command exits 1."""
-    from persona_agent.errors import ProfileEchoError
+    from persona_agent.core.errors import ProfileEchoError
     from persona_agent.programs.profile import ProfileBuilder
 
     failures = 0
@@ -222,7 +222,7 @@ def profile_build(
 
 
 def _users(workspace, user: str | None, all_users: bool) -> list[str]:
-    from persona_agent.errors import InvalidInputError
+    from persona_agent.core.errors import InvalidInputError
 
     if (user is None) == (not all_users):
         raise InvalidInputError("user", user, "give --user U or --all")
@@ -518,7 +518,7 @@ def serve(
     import uvicorn
     from pydantic import SecretStr
 
-    from persona_agent.lm import make_lm
+    from persona_agent.lm.models import make_lm
     from persona_agent.service import create_app
     from persona_agent.service.auth import Authenticator
 

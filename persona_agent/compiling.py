@@ -19,7 +19,7 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from persona_agent.errors import InvalidInputError, PersonaAgentError, UnknownUserError
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError, UnknownUserError
 from persona_agent.optimizers.strategies import make_optimizer
 from persona_agent.optimizers.trainset import example_from_interaction
 from persona_agent.programs.persona import Persona

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import dspy
 
-from persona_agent.config import Settings
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.stores import MemoryStore, SearchHit
 
 HUFFPOST_FILE = "huffpost-news/News_Category_Dataset_v3.json"
@@ -79,9 +79,9 @@ def answer_as_agent(store: MemoryStore, user: str, lm: dspy.LM) -> AgentAnswer:
     """The whole loop for one user, offline: a profile from their memory (semantic memory), the initial
     persona from it, and the persona-steered agent answering their latest article, its memory cut off
     just before that article."""
-    from persona_agent.lm import adapter_for
+    from persona_agent.core.usage import track_usage
+    from persona_agent.lm.models import adapter_for
     from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
-    from persona_agent.usage import track_usage
 
     latest = store.latest(user, 1)[0]
     request = f"Which news category would you file this article under? {latest.query}"

@@ -20,7 +20,7 @@ prompts (with the user's rows) under `<home>/cache/dspy`; run services that hold
 
 from __future__ import annotations
 
-from persona_agent.errors import TrackingError
+from persona_agent.core.errors import TrackingError
 from persona_agent.stores.records import ForgetReport
 from persona_agent.stores.validation import validate_user_id
 from persona_agent.workspace import Workspace

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from persona_agent.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
+from persona_agent.core.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
 from persona_agent.stores.records import NewInteraction
 from persona_agent.stores.validation import (
     metadata_json,
@@ -150,7 +150,8 @@ def _csv(path: Path, user: str | None, user_column: str, max_chars: int) -> Iter
 
 
 def _lamp(path: Path, fmt: FileFormat, task: str | None, outputs: Path | None, max_chars: int) -> Iterator[Record]:
-    from persona_agent.evaluation import get_task, load_lamp, load_oppu
+    from persona_agent.core.lamp import load_lamp, load_oppu
+    from persona_agent.core.tasks import get_task
 
     if task is None:
         raise InvalidInputError(

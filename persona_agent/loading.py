@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dspy
 
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.stores.personas import VersionRef
 from persona_agent.workspace import Workspace

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.programs.persona_agent import PersonaAgent
 
 

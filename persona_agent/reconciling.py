@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from persona_agent.errors import StoreError, TrackingError
+from persona_agent.core.errors import StoreError, TrackingError
 
 if TYPE_CHECKING:
     from persona_agent.workspace import Workspace

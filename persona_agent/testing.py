@@ -36,7 +36,7 @@ from dspy.clients.engines.base import validate_request
 from dspy.lm15 import Message, Request, Response, TextPart, Usage, response_to_events
 from dspy.signatures.field import OutputField
 
-from persona_agent.errors import PersonaAgentError
+from persona_agent.core.errors import PersonaAgentError
 
 Answer = Mapping[str, Any]
 Answers = Answer | Sequence[Answer] | Callable[["ScriptedCall"], Answer]

@@ -19,8 +19,9 @@ from typing import Any, Protocol
 import dspy
 from pydantic import BaseModel, ConfigDict
 
-from persona_agent.config import Settings
-from persona_agent.errors import InvalidInputError, PersonaAgentError, TrackingError, UnknownUserError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError, TrackingError, UnknownUserError
+from persona_agent.core.usage import track_usage
 from persona_agent.program_cache import ProgramCache
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -39,7 +40,6 @@ from persona_agent.stores.personas import LIVE_ALIASES, LiveState, PersonaRecord
 from persona_agent.stores.records import ForgetReport
 from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id
-from persona_agent.usage import track_usage
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def persona_of(record: PersonaRecord) -> Persona:
 
 def is_external_ref(version: object) -> bool:
     """A version given as an MLflow reference (run id, runs:/ or models:/ URI) or a saved JSON file."""
-    from persona_agent.stores.tracking import is_run_id
+    from persona_agent.tracking.tracker import is_run_id
 
     if isinstance(version, Path):
         return True
@@ -141,7 +141,7 @@ class Workspace:
         if self._lm is None:
             with self._lock:
                 if self._lm is None:
-                    from persona_agent.lm import make_lm
+                    from persona_agent.lm.models import make_lm
 
                     self._lm = make_lm(settings=self.settings)
         return self._lm
@@ -150,8 +150,8 @@ class Workspace:
     def adapter(self) -> dspy.Adapter:
         """The adapter for the LM (`adapter_for`), with system messages memoised per signature class."""
         if self._adapter is None:
-            from persona_agent.adapter_cache import with_system_message_cache
-            from persona_agent.lm import adapter_for
+            from persona_agent.lm.adapter_cache import with_system_message_cache
+            from persona_agent.lm.models import adapter_for
 
             self._adapter = with_system_message_cache(adapter_for(self.lm))
         return self._adapter
@@ -162,13 +162,13 @@ class Workspace:
 
     @property
     def tracker(self):
-        """MLflow tracking (`persona_agent.stores.tracking.Tracker`), imported and connected on first use, when a
+        """MLflow tracking (`persona_agent.tracking.tracker.Tracker`), imported and connected on first use, when a
         writable workspace also reconciles crash leftovers (`reconcile`; an MLflow failure there is logged)."""
         opened = False
         if self._tracker is None:
             with self._lock:
                 if self._tracker is None:
-                    from persona_agent.stores.tracking import Tracker
+                    from persona_agent.tracking.tracker import Tracker
 
                     self._tracker, opened = Tracker(self.settings), True
         if opened and not self.store.read_only:

@@ -20,7 +20,7 @@ from typing import Any
 import dspy
 from dspy.signatures.signature import ensure_signature
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.programs.persona import Persona, render_persona
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import Predict, Steps, run_async, run_sync

@@ -20,7 +20,7 @@ import dspy
 from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS, Persona
 from persona_agent.programs.steps import Predict, Steps, UseTool, run_async, run_sync
 from persona_agent.programs.tools import ALL_TOOLS, ToolContext, make_tools

@@ -31,7 +31,7 @@ from typing import Any
 
 import dspy
 
-from persona_agent.errors import InvalidInputError, ProgramFormatError
+from persona_agent.core.errors import InvalidInputError, ProgramFormatError
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import STATE_KEY, PersonaAgent
 from persona_agent.programs.tools import ALL_TOOLS

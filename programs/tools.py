@@ -23,7 +23,7 @@ from typing import Any
 
 import dspy
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
 

@@ -11,7 +11,7 @@ from typing import Literal, get_args
 
 import dspy
 
-from persona_agent.labels import LAMP_1_CHOICES, LAMP_2M_TAGS, LAMP_2N_CATEGORIES, LAMP_3_RATINGS
+from persona_agent.core.labels import LAMP_1_CHOICES, LAMP_2M_TAGS, LAMP_2N_CATEGORIES, LAMP_3_RATINGS
 
 NewsCategory = Literal[LAMP_2N_CATEGORIES]  # type: ignore[valid-type]
 MovieTag = Literal[LAMP_2M_TAGS]  # type: ignore[valid-type]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from persona_agent.errors import StoreError
+from persona_agent.core.errors import StoreError
 
 DUE_KEY = "compaction_due"
 """The `store_meta` row marking a pending compaction: the UTC time (ISO) by which it must have run."""

@@ -12,8 +12,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from persona_agent.config import DEFAULT_EMBEDDER
-from persona_agent.errors import ConfigError
+from persona_agent.core.config import DEFAULT_EMBEDDER
+from persona_agent.core.errors import ConfigError
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from persona_agent.errors import InvalidInputError, StoreError
+from persona_agent.core.errors import InvalidInputError, StoreError
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.validation import validate_k, validate_text, validate_vectors
 

@@ -33,8 +33,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import ValidationError
 
-from persona_agent.config import Settings
-from persona_agent.errors import InvalidInputError, StoreError, UnknownUserError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError, StoreError, UnknownUserError
 from persona_agent.stores.compaction import (
     DUE_KEY,
     OPEN_FILES,

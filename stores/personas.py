@@ -21,7 +21,7 @@ from typing import Any, Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from persona_agent.errors import (
+from persona_agent.core.errors import (
     InvalidInputError,
     PersonaNotFoundError,
     StoreError,

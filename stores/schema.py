@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from persona_agent.errors import SchemaVersionError, StoreError
+from persona_agent.core.errors import SchemaVersionError, StoreError
 
 Migration = Callable[[duckdb.DuckDBPyConnection, int], None]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from persona_agent.errors import EmbeddingDimensionError, InvalidInputError, InvalidUserIdError
+from persona_agent.core.errors import EmbeddingDimensionError, InvalidInputError, InvalidUserIdError
 
 MAX_USER_ID_CHARS = 128
 MAX_INT32 = 2**31 - 1

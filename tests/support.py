@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
 from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
 

@@ -25,8 +25,8 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from persona_agent.compiling import CompileCancelledError, CompileOptions
-from persona_agent.config import Settings
-from persona_agent.errors import (
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import (
     InvalidInputError,
     PersonaAgentError,
     PersonaNotFoundError,

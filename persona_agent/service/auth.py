@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from persona_agent.config import Settings
-from persona_agent.errors import ConfigError, InvalidInputError, PersonaAgentError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import ConfigError, InvalidInputError, PersonaAgentError
 from persona_agent.service.limits import json_reply
 from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id

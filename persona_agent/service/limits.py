@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from persona_agent.errors import InvalidInputError, PersonaAgentError
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError
 
 
 class QuotaExceededError(PersonaAgentError):

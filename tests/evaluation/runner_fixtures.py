@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from persona_agent.evaluation.records import BuildReport, EvalDataset, EvalUser, Item
+from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item
 from persona_agent.testing import ScriptedCall, ScriptedLM
 
 T0 = datetime(2020, 1, 1, tzinfo=UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from persona_agent.core.tasks import LAMP_2N, LAMP_3
 from persona_agent.evaluation.alignment_effect import AlignmentEffect, alignment_effects
-from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3
 
 
 def _row(method: str, query: str, prediction: str | None, gold: str, user: str = "u") -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from persona_agent.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
+from persona_agent.core.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
+from persona_agent.core.lamp import load_lamp, load_oppu
 from persona_agent.evaluation.amazon import build_amazon_ratings
 from persona_agent.evaluation.builders import slugify_user_id
 from persona_agent.evaluation.huffpost import (
@@ -17,7 +18,6 @@ from persona_agent.evaluation.huffpost import (
     byline_author,
     join_headline,
 )
-from persona_agent.evaluation.loaders import load_lamp, load_oppu
 from persona_agent.evaluation.movielens import build_movielens_tags, map_tag, parse_tag_line
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from persona_agent.core.records import Item
 from persona_agent.evaluation.floors import majority_label, mean_rating, median_rating
-from persona_agent.evaluation.records import Item
 
 
 def items(*outputs: str) -> list[Item]:

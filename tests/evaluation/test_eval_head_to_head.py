@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.tasks import LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.evaluation.head_to_head import Matchup, count_signs, example_scores, head_to_head, sign_test
-from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, LAMP_4
 
 
 def test_count_signs_treats_float_rounding_as_a_tie():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.evaluation.intervals import bootstrap_interval, bootstrap_mean_interval
 from persona_agent.evaluation.metrics import metric_function
 

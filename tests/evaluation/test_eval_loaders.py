@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from persona_agent.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
-from persona_agent.evaluation.loaders import load_lamp, load_oppu, parse_date, to_lamp, write_lamp
+from persona_agent.core.errors import DataFileNotFoundError, DatasetFormatError, InvalidInputError
+from persona_agent.core.lamp import load_lamp, load_oppu, parse_date, to_lamp, write_lamp
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -227,7 +227,7 @@ def test_profile_item_reusing_the_query_id(tmp_path):
 def test_built_timestamps_survive_the_lamp_round_trip(tmp_path):
     from datetime import UTC, datetime
 
-    from persona_agent.evaluation.records import BuildReport, EvalDataset, EvalUser, Item
+    from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item
 
     def item(i: str, order: int, seconds: int) -> Item:
         ts = datetime.fromtimestamp(seconds, tz=UTC)

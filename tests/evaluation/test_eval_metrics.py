@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.tasks import LAMP_2N
 from persona_agent.evaluation.metrics import (
     accuracy,
     label_index,
@@ -19,7 +20,6 @@ from persona_agent.evaluation.metrics import (
     rouge_per_example,
     score,
 )
-from persona_agent.evaluation.tasks import LAMP_2N
 
 LABELS = ["a", "b", "c"]
 

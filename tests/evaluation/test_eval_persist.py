@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from persona_agent.errors import EvalLogError
+from persona_agent.core.records import user_key
+from persona_agent.evaluation.errors import EvalLogError
 from persona_agent.evaluation.persist import LOG_FORMAT, ResultLog, StateCache, latest_rows, row_key
-from persona_agent.evaluation.records import user_key
 
 
 def prediction(method: str, query: str, error: str | None = None) -> dict:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.records import EvalUser, Item, user_key
+from persona_agent.core.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.evaluation.cli import eval_app
 from persona_agent.evaluation.moviekb import movie_documents, movie_knowledge_base
 from persona_agent.evaluation.plan import METHOD_SPECS, alignment_metric, parse_methods, task_setup
-from persona_agent.evaluation.records import EvalUser, Item, user_key
 from persona_agent.evaluation.runner import RunConfig, alignment_examples, item_time, sample_users
-from persona_agent.evaluation.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.signatures import TagMovie
 
 from .runner_fixtures import WordsEmbedder, news_dataset

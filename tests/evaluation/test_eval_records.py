@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from persona_agent.errors import InvalidInputError
-from persona_agent.evaluation.records import BuildReport, EvalDataset, EvalUser, Item
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item
 
 
 def item(i: str, order: int, day: int | None = None) -> Item:

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from persona_agent.core.records import user_key
+from persona_agent.core.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
 from persona_agent.evaluation.cli import eval_app
 from persona_agent.evaluation.head_to_head import sign_test
 from persona_agent.evaluation.intervals import bootstrap_interval
 from persona_agent.evaluation.metrics import metric_function
-from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.report import N_RESAMPLES, _p_value, score_with_intervals, write_report
-from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3, NEWS_CATEGORIES
 
 
 def test_markdown_table_holds_our_numbers_and_the_papers(full_run):

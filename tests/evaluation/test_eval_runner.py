@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from persona_agent.errors import EvalAbortedError, EvalRunMismatchError
+from persona_agent.core.records import user_key
+from persona_agent.core.tasks import LAMP_2N, LAMP_3
+from persona_agent.evaluation.errors import EvalAbortedError, EvalRunMismatchError
 from persona_agent.evaluation.plan import available_methods
-from persona_agent.evaluation.records import user_key
 from persona_agent.evaluation.runner import RunConfig, memory_items, run_evaluation
-from persona_agent.evaluation.tasks import LAMP_2N, LAMP_3
 from persona_agent.testing import ScriptedLM
 from tests.support import PROFILE_ECHO
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.tasks import LAMP_1, LAMP_2M, LAMP_2N, LAMP_3, LAMP_4, TASKS, MetricKind, get_task
 from persona_agent.evaluation.huffpost import CATEGORY_MAP
 from persona_agent.evaluation.movielens import TAG_SYNONYMS
-from persona_agent.evaluation.tasks import LAMP_1, LAMP_2M, LAMP_2N, LAMP_3, LAMP_4, TASKS, MetricKind, get_task
 
 
 def test_label_sets_are_designs():

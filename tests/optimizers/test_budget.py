@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.usage import UsageMeter
 from persona_agent.optimizers import Budget, BudgetExhaustedError
-from persona_agent.usage import UsageMeter
 
 
 def finish(meter: UsageMeter, call_id: str, *, cached: bool) -> None:

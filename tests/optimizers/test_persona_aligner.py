@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.optimizers import PersonaAligner, align_async, trainset_from_store
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.programs.persona import persona_sections

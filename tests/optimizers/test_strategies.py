@@ -8,7 +8,7 @@ import sys
 import dspy
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.optimizers import trainset_from_store
 from persona_agent.optimizers.strategies import COPROPersonaOptimizer, GEPAPersonaOptimizer, make_optimizer
 from persona_agent.programs.persona import persona_sections

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dspy
 
-from persona_agent.adapter_cache import with_system_message_cache
+from persona_agent.lm.adapter_cache import with_system_message_cache
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.signatures import CategorizeArticle
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from persona_agent import cli
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
 from persona_agent.service.auth import token_secret, verify_token
 from persona_agent.stores import MemoryStore
 from persona_agent.testing import ScriptedLM

@@ -17,7 +17,7 @@ from persona_agent.compiling import (
     plan_compile,
     run_compile,
 )
-from persona_agent.errors import InvalidInputError, UnknownUserError
+from persona_agent.core.errors import InvalidInputError, UnknownUserError
 from persona_agent.signatures import PersonalizedRequest
 from tests.support import CONCISE, SHORT, history, make_workspace, museum_lm, opera_history
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from persona_agent import cli
-from persona_agent.config import Settings
+from persona_agent.core.config import Settings
 from persona_agent.service import create_app
 from persona_agent.workspace import Workspace
 from tests.support import ADMIN_KEY, history, make_workspace

@@ -11,10 +11,17 @@ import pytest
 from dspy.lm15 import Config as LMConfig
 from dspy.lm15 import ContextLengthError, Message, Request, ServerError, UnsupportedFeatureError
 
-from persona_agent.config import Settings
-from persona_agent.errors import ConfigError, ModelFileError
-from persona_agent.llama.engine import AsyncLlamaEngine, LlamaEngine, chat_body, llama_response_format, to_response
-from persona_agent.lm import LOCAL_MODEL_NAME, adapter_for, configure_response_cache, is_local, make_lm, parse_spec
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import ConfigError, ModelFileError
+from persona_agent.lm.engine import AsyncLlamaEngine, LlamaEngine, chat_body, llama_response_format, to_response
+from persona_agent.lm.models import (
+    LOCAL_MODEL_NAME,
+    adapter_for,
+    configure_response_cache,
+    is_local,
+    make_lm,
+    parse_spec,
+)
 
 
 @pytest.mark.parametrize(

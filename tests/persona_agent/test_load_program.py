@@ -10,8 +10,8 @@ import dspy
 import pytest
 
 import persona_agent
-from persona_agent.config import Settings
-from persona_agent.errors import PersonaNotFoundError, ProgramFormatError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import PersonaNotFoundError, ProgramFormatError
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.programs.saved import SCHEMA_VERSION, ProgramFactory, program_document, read_document
 from persona_agent.signatures import CategorizeArticle, PersonalizedRequest
@@ -136,7 +136,7 @@ def test_a_saved_file_loads_through_load_program(workspace, tmp_path):
 def test_every_task_signature_setting_names_a_signature_saved_programs_load_with():
     from typing import get_args
 
-    from persona_agent.config import TaskSignatureName
+    from persona_agent.core.config import TaskSignatureName
     from persona_agent.programs.saved import KNOWN_SIGNATURES
 
     assert set(get_args(TaskSignatureName)) == set(KNOWN_SIGNATURES)

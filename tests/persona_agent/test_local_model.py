@@ -17,10 +17,10 @@ from typing import Literal
 import dspy
 import pytest
 
-from persona_agent.errors import LocalRuntimeMissingError, ModelFileError
-from persona_agent.llama.gguf import DEFAULT_MODEL, ModelPin, ensure_model, read_gguf_header
-from persona_agent.lm import adapter_for, make_lm
-from persona_agent.usage import track_usage
+from persona_agent.core.errors import LocalRuntimeMissingError, ModelFileError
+from persona_agent.core.usage import track_usage
+from persona_agent.lm.gguf import DEFAULT_MODEL, ModelPin, ensure_model, read_gguf_header
+from persona_agent.lm.models import adapter_for, make_lm
 
 
 def _gguf_string(text: str) -> bytes:

@@ -16,8 +16,8 @@ from mlflow.entities import ViewType
 
 from persona_agent.compiling import CompileOptions, compile_user
 from persona_agent.reconciling import REASON
-from persona_agent.stores.tracking import RECONCILED_TAG
 from persona_agent.testing import ScriptedLM
+from persona_agent.tracking.tracker import RECONCILED_TAG
 from persona_agent.workspace import Workspace
 from tests.support import history, make_workspace, persona_script
 

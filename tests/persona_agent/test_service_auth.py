@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from persona_agent import cli
-from persona_agent.config import Settings
-from persona_agent.errors import ConfigError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import ConfigError
 from persona_agent.service import create_app
 from persona_agent.service.auth import token_secret, verify_token
 from tests.persona_agent.test_service import ADMIN, ADMIN_KEY, bearer, service_workspace, user_token

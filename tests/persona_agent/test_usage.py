@@ -7,10 +7,10 @@ import asyncio
 import dspy
 import pytest
 
-from persona_agent.config import Settings
-from persona_agent.lm import configure_response_cache
+from persona_agent.core.config import Settings
+from persona_agent.core.usage import UsageReport, track_usage
+from persona_agent.lm.models import configure_response_cache
 from persona_agent.testing import ScriptedLM
-from persona_agent.usage import UsageReport, track_usage
 
 
 def _echo(call):

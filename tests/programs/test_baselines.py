@@ -9,7 +9,7 @@ from datetime import timedelta
 import dspy
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.programs import METHODS, MemBank, PersonaAgent, init_persona, make_method
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS
 from persona_agent.signatures import LAMP_2N_CATEGORIES, CategorizeArticle

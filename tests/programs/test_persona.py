@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from persona_agent.errors import InvalidInputError, InvalidUserIdError
+from persona_agent.core.errors import InvalidInputError, InvalidUserIdError
 from persona_agent.programs.persona import (
     DEFAULT_AGENT_INSTRUCTIONS,
     NO_PROFILE,

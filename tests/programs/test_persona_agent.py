@@ -10,7 +10,7 @@ from datetime import timedelta
 import dspy
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS
 from persona_agent.signatures import CategorizeArticle

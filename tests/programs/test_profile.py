@@ -7,9 +7,9 @@ from datetime import timedelta
 import dspy
 import pytest
 
-from persona_agent.config import Settings
-from persona_agent.errors import InvalidInputError, ProfileEchoError
-from persona_agent.lm import configure_response_cache
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError, ProfileEchoError
+from persona_agent.lm.models import configure_response_cache
 from persona_agent.optimizers.prompt_echo import profile_prompt
 from persona_agent.programs import ProfileBuilder
 from persona_agent.programs.profile import clamp_words

@@ -12,12 +12,12 @@ from pathlib import Path
 import dspy
 import pytest
 
+from persona_agent.core.usage import track_usage
 from persona_agent.evaluation import build_huffpost_categories
-from persona_agent.lm import adapter_for, make_lm
+from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.signatures import LAMP_2N_CATEGORIES, CategorizeArticle
 from persona_agent.stores import MemoryStore
-from persona_agent.usage import track_usage
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

@@ -13,8 +13,8 @@ import threading
 import numpy as np
 import pytest
 
-from persona_agent.config import Settings
-from persona_agent.errors import StoreError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import StoreError
 from persona_agent.stores import MemoryStore
 from persona_agent.stores.compaction import fresh_path
 
@@ -96,7 +96,7 @@ KILLED = textwrap.dedent(
     """
     import os, signal, sys
     import numpy as np
-    from persona_agent.config import Settings
+    from persona_agent.core.config import Settings
     from persona_agent.stores import MemoryStore
     from tests.stores.test_compaction import MARK, _fill
 

@@ -22,7 +22,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     import numpy as np
-    from persona_agent.errors import UnknownUserError
+    from persona_agent.core.errors import UnknownUserError
     from persona_agent.stores import MemoryStore
 
     store = MemoryStore(sys.argv[1])  # the default embedder name: its dimension comes from the store

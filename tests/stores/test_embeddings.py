@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from persona_agent.errors import ConfigError
+from persona_agent.core.errors import ConfigError
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder, bundled_minilm_path
 
 

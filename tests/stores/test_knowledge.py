@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from persona_agent.errors import InvalidInputError
+from persona_agent.core.errors import InvalidInputError
 from persona_agent.stores.knowledge import KnowledgeBase
 
 DOCS = [

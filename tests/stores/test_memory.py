@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from persona_agent.errors import (
+from persona_agent.core.errors import (
     EmbeddingDimensionError,
     InvalidInputError,
     InvalidUserIdError,

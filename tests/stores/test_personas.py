@@ -8,7 +8,7 @@ import threading
 import duckdb
 import pytest
 
-from persona_agent.errors import InvalidInputError, PersonaNotFoundError, VersionConflictError
+from persona_agent.core.errors import InvalidInputError, PersonaNotFoundError, VersionConflictError
 from persona_agent.stores import MemoryStore
 from persona_agent.stores.personas import PersonaRegistry
 from persona_agent.stores.schema import SCHEMA_VERSION

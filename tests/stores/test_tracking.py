@@ -12,8 +12,8 @@ import dspy
 import pytest
 
 from persona_agent.compiling import CompileOptions, compile_user
-from persona_agent.stores.tracking import model_name
 from persona_agent.testing import ScriptedLM
+from persona_agent.tracking.tracker import model_name
 from tests.support import CONCISE, SECRET, SHORT, history, make_workspace
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from persona_agent.errors import InvalidInputError, InvalidUserIdError
+from persona_agent.core.errors import InvalidInputError, InvalidUserIdError
 from persona_agent.stores.validation import (
     MAX_INT32,
     MAX_JSON_DEPTH,

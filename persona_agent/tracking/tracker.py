@@ -1,0 +1,414 @@
+"""MLflow tracking of persona versions: one run per compile (and per rollback), optional registered models.
+
+Each run is tagged with the user id, persona version, parent version, strategy and source; its params are the
+compile's settings (n, iterations, the LM's model name, K, budgets) and its metrics the metric per iteration
+plus LM calls, tokens and seconds; its artifacts are `persona.md`, `program.json` (the saved program: DSPy JSON
+state + our metadata), `alignment_trace.json` and `persona.diff` against the parent.
+
+With `register_model`, the run also holds `model/`: a pyfunc logged *from code* whose only artifact is the
+program JSON, registered as a version of `persona-<user id>` with the alias `champion` moved on promote.
+
+Nothing here writes an LM's settings or an API key: params carry the model *name* only, and saved programs
+carry no LM (see `persona_agent.programs.saved`). Everything talks to MLflow through one `MlflowClient` bound
+to the configured tracking URI; no global MLflow state is touched, and nothing is created before first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+import sqlite3
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError, TrackingError
+from persona_agent.stores.personas import PersonaRecord
+
+CHAMPION = "champion"
+PROGRAM_FILE = "program.json"
+MODEL_DIR = "model"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_MAX_PARAM = 6000
+STORE_TAG = "persona_agent.store"
+"""The DuckDB file whose registry the run tracks: a tracking server shared by several homes reconciles only its own."""
+RECONCILED_TAG = "persona_agent.reconciled"
+# Runs being logged by this process (any Tracker): reconciliation never fails them. Held while a run is created
+# and added, and while orphans are found and failed, so a run cannot be seen RUNNING before it is registered here.
+_LIVE_RUNS: set[str] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def model_name(user_id: str) -> str:
+    """The registered model of a user: `persona-<user id>`, or a slug plus a hash for ids MLflow cannot name."""
+    if _SAFE_NAME.match(user_id):
+        return f"persona-{user_id}"
+    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", user_id).strip("-.")[:40] or "user"
+    return f"persona-{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:10]}"
+
+
+def is_run_id(ref: str) -> bool:
+    return bool(_RUN_ID.match(ref))
+
+
+class Tracker:
+    """MLflow runs, artifacts and registered models of persona versions, for one tracking URI and experiment."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.tracking_uri = self.settings.resolved_tracking_uri
+        self.experiment_name = self.settings.mlflow_experiment
+        self.store_id = str(self.settings.resolved_db_path.resolve())
+        self._client = None
+        self._experiment_id: str | None = None
+        self._lock = threading.Lock()
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        """The `MlflowClient` (MLflow is imported, and a sqlite file's folder made, on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    from mlflow import MlflowClient
+
+                    parsed = urlparse(self.tracking_uri)
+                    if parsed.scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
+                        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    @property
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            client = self.client
+            with self._lock:
+                if self._experiment_id is None:
+                    found = client.get_experiment_by_name(self.experiment_name)
+                    if found is not None and found.lifecycle_stage != "active":
+                        client.restore_experiment(found.experiment_id)
+                    self._experiment_id = (
+                        found.experiment_id
+                        if found is not None
+                        else client.create_experiment(
+                            self.experiment_name, artifact_location=self.settings.resolved_artifact_location
+                        )
+                    )
+        return self._experiment_id
+
+    # -- logging ------------------------------------------------------------------------------------
+
+    def log_version(
+        self,
+        record: PersonaRecord,
+        *,
+        document: Mapping[str, Any] | None,
+        diff: str = "",
+        trace: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        register_model: bool = False,
+        changed: bool = True,
+    ) -> str:
+        """One run for one persona version (a compile, or a rollback); returns its run id."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        client = self.client
+        tags = {
+            "user_id": record.user_id,
+            "persona_version": str(record.version),
+            "parent_version": "" if record.parent is None else str(record.parent),
+            "strategy": record.strategy or "",
+            "source": record.source,
+            "changed": str(changed).lower(),
+            "mlflow.runName": f"{record.user_id}-v{record.version}",
+            STORE_TAG: self.store_id,
+        }
+        if trace and "persona_check" in trace:  # GEPA/COPRO: find unsafe personas with a run filter
+            tags["persona_check"] = str(trace["persona_check"])
+        experiment_id = self.experiment_id
+        with _LIVE_LOCK:
+            try:
+                run = client.create_run(experiment_id, tags=tags)
+            except Exception as exc:
+                raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
+            run_id = run.info.run_id
+            _LIVE_RUNS.add(run_id)
+        try:
+            metrics = [Metric(k, v, 0, step) for k, v, step in _metrics(trace, record)]
+            plain = [Param(k, str(v)[:_MAX_PARAM]) for k, v in sorted((params or {}).items()) if v is not None]
+            client.log_batch(run_id, metrics=metrics, params=plain, tags=[RunTag("persona_agent.format", "1")])
+            client.log_text(run_id, record.text, "persona.md")
+            client.log_text(run_id, diff, "persona.diff")
+            if document is not None:
+                client.log_dict(run_id, dict(document), PROGRAM_FILE)
+            if trace is not None:
+                client.log_dict(run_id, dict(trace), "alignment_trace.json")
+            if register_model and document is not None:
+                self._log_model(run_id, document)
+            client.set_terminated(run_id, "FINISHED")
+        except Exception as exc:
+            client.set_terminated(run_id, "FAILED")
+            raise TrackingError(f"MLflow run {run_id} failed while logging: {exc}") from exc
+        finally:
+            with _LIVE_LOCK:
+                _LIVE_RUNS.discard(run_id)
+        return run_id
+
+    def fail_orphan_runs(self, reason: str) -> list[str]:
+        """Mark FAILED, tagged with `reason`, every run of this store left RUNNING that no thread of this
+        process is logging: DuckDB lets one process write the store, so such a run's process is dead."""
+        from mlflow.entities import RunTag, ViewType
+
+        client, experiment_id = self.client, self.experiment_id
+        failed, token = [], None
+        with _LIVE_LOCK:
+            while True:
+                page = client.search_runs(
+                    [experiment_id],
+                    "attributes.status = 'RUNNING'",
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    page_token=token,
+                )
+                failed += [
+                    r.info.run_id
+                    for r in page
+                    if r.info.run_id not in _LIVE_RUNS and r.data.tags.get(STORE_TAG, self.store_id) == self.store_id
+                ]
+                token = page.token
+                if not token:
+                    break
+            for run_id in failed:
+                client.log_batch(run_id, tags=[RunTag(RECONCILED_TAG, reason)])
+                client.set_terminated(run_id, "FAILED")
+        return failed
+
+    def _log_model(self, run_id: str, document: Mapping[str, Any]) -> None:
+        """Log `model/`: the pyfunc from code, whose one artifact is the program JSON."""
+        import mlflow.pyfunc
+
+        from persona_agent.tracking.pyfunc import CODE_PATH, PROGRAM_ARTIFACT
+
+        with tempfile.TemporaryDirectory(prefix="persona-model-") as tmp:
+            program = Path(tmp) / PROGRAM_FILE
+            program.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # MLflow nags about input examples; ours would call an LM
+                mlflow.pyfunc.save_model(
+                    path=str(Path(tmp) / MODEL_DIR),
+                    python_model=str(CODE_PATH),
+                    artifacts={PROGRAM_ARTIFACT: str(program)},
+                    model_config={"db_path": None},
+                    pip_requirements=_requirements(),
+                )
+            self.client.log_artifacts(run_id, str(Path(tmp) / MODEL_DIR), MODEL_DIR)
+
+    def _has_model(self, run_id: str) -> bool:
+        return any(f.path == f"{MODEL_DIR}/MLmodel" for f in self.client.list_artifacts(run_id, MODEL_DIR))
+
+    # -- registered models --------------------------------------------------------------------------
+
+    def set_champion(self, record: PersonaRecord, document: Mapping[str, Any] | None) -> str:
+        """Point `persona-<user>@champion` at this persona version, registering it first if needed.
+        Returns the model version. The version's run gets its `model/` now if it was logged without one."""
+        from mlflow.exceptions import MlflowException
+
+        if record.mlflow_run_id is None:
+            raise TrackingError(f"persona {record.user_id}@v{record.version} has no MLflow run to register")
+        client = self.client
+        name = model_name(record.user_id)
+        try:
+            try:
+                client.get_registered_model(name)
+            except MlflowException:
+                client.create_registered_model(name, tags={"user_id": record.user_id})
+            existing = [
+                mv
+                for mv in client.search_model_versions(f"name = '{name}'")
+                if mv.tags.get("persona_version") == str(record.version)
+            ]
+            if existing:
+                version = existing[0].version
+            else:
+                if not self._has_model(record.mlflow_run_id):
+                    if document is None:
+                        raise TrackingError(f"persona {record.user_id}@v{record.version} has no saved program")
+                    self._log_model(record.mlflow_run_id, document)
+                run = client.get_run(record.mlflow_run_id)
+                version = client.create_model_version(
+                    name,
+                    source=f"{run.info.artifact_uri}/{MODEL_DIR}",
+                    run_id=record.mlflow_run_id,
+                    tags={"user_id": record.user_id, "persona_version": str(record.version)},
+                ).version
+            client.set_registered_model_alias(name, CHAMPION, version)
+        except MlflowException as exc:
+            raise TrackingError(f"cannot register {name}: {exc}") from exc
+        return str(version)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def run_of(self, ref: str) -> str:
+        """The run id behind a run id, `runs:/<id>[/...]`, `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+        from mlflow.exceptions import MlflowException
+
+        if ref.startswith("runs:/"):
+            return ref[len("runs:/") :].split("/", 1)[0]
+        if ref.startswith("models:/"):
+            rest = ref[len("models:/") :].strip("/")
+            try:
+                if "@" in rest:
+                    name, alias = rest.split("@", 1)
+                    mv = self.client.get_model_version_by_alias(name, alias)
+                elif "/" in rest:
+                    name, number = rest.rsplit("/", 1)
+                    mv = self.client.get_model_version(name, number)
+                else:
+                    raise InvalidInputError("version", ref, "a models URI is models:/<name>@<alias> or /<version>")
+            except MlflowException as exc:
+                raise TrackingError(f"no registered model version for {ref}: {exc}") from exc
+            if not mv.run_id:
+                raise TrackingError(f"{ref} is not linked to a run")
+            return mv.run_id
+        if is_run_id(ref):
+            return ref
+        raise InvalidInputError("version", ref, "expected an MLflow run id, runs:/ or models:/ URI")
+
+    def load_document(self, ref: str) -> dict[str, Any]:
+        """The saved program logged with a run (by run id or URI, see `run_of`)."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = self.run_of(ref)
+        with tempfile.TemporaryDirectory(prefix="persona-program-") as tmp:
+            try:
+                path = self.client.download_artifacts(run_id, PROGRAM_FILE, tmp)
+            except MlflowException as exc:
+                raise TrackingError(f"run {run_id} has no {PROGRAM_FILE}: {exc}") from exc
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+
+    def user_runs(self, user_id: str) -> list[str]:
+        """Every run of the user in the experiment, deleted ones included."""
+        from mlflow.entities import ViewType
+
+        if "'" not in user_id:
+            flt = f"tags.user_id = '{user_id}'"
+        elif '"' not in user_id:
+            flt = f'tags.user_id = "{user_id}"'
+        else:  # an id holding both quotes cannot be written in a filter: scan
+            flt = ""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], flt, run_view_type=ViewType.ALL, max_results=1000, page_token=token
+            )
+            found += [r.info.run_id for r in page if r.data.tags.get("user_id") == user_id]
+            token = page.token
+            if not token:
+                return found
+
+    # -- forgetting ---------------------------------------------------------------------------------
+
+    def forget(self, user_id: str, run_ids: Iterable[str] = ()) -> dict[str, int]:
+        """Delete the user's registered model and every run of theirs, with artifacts.
+
+        Runs are hard-deleted (rows and artifacts) when the tracking store is local (sqlite or files), as
+        `mlflow gc` would, and a SQLite database is then vacuumed (rewritten), so no byte of the deleted rows
+        stays in its free pages; a remote tracking server only soft-deletes them, and `mlflow gc` must run
+        there: `mlflow_runs_soft_only` counts those."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        client = self.client
+        counts = {"mlflow_runs": 0, "mlflow_model_versions": 0, "mlflow_registered_models": 0}
+        name = model_name(user_id)
+        try:
+            versions = client.search_model_versions(f"name = '{name}'")
+            client.delete_registered_model(name)
+            counts["mlflow_registered_models"] = 1
+            counts["mlflow_model_versions"] = len(versions)
+        except MlflowException:
+            pass  # no registered model for this user
+        backend = getattr(getattr(client, "_tracking_client", None), "store", None)
+        hard = hasattr(backend, "_hard_delete_run")
+        for run_id in sorted(set(run_ids) | set(self.user_runs(user_id))):
+            try:
+                run = client.get_run(run_id)
+            except MlflowException:
+                continue
+            if run.info.lifecycle_stage == "active":
+                client.delete_run(run_id)
+            if hard:
+                get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+                _remove_empty_parent(run.info.artifact_uri)
+                backend._hard_delete_run(run_id)
+            counts["mlflow_runs"] += 1
+        if not hard and counts["mlflow_runs"]:
+            counts["mlflow_runs_soft_only"] = counts["mlflow_runs"]
+        database = _sqlite_file(self.tracking_uri)
+        if database is not None and (counts["mlflow_runs"] or counts["mlflow_registered_models"]):
+            with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
+                con.execute("VACUUM")
+        return counts
+
+
+def _sqlite_file(uri: str) -> str | None:
+    """The database file of a `sqlite:` tracking URI (as SQLAlchemy reads it), else None."""
+    from sqlalchemy.engine import make_url
+
+    if not uri.startswith("sqlite:"):
+        return None
+    database = make_url(uri).database
+    return database if database and database != ":memory:" else None
+
+
+def _remove_empty_parent(artifact_uri: str) -> None:
+    """A local run's `<root>/<run id>/artifacts` leaves `<root>/<run id>`: remove it when empty."""
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme in ("", "file"):
+        parent = Path(parsed.path).parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            shutil.rmtree(parent, ignore_errors=True)
+
+
+def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tuple[str, float, int]]:
+    out: list[tuple[str, float, int]] = []
+    if trace:
+        for step in trace.get("iterations", []):
+            for key in ("metric", "candidate_metric"):
+                if isinstance(step.get(key), int | float):
+                    out.append((key, float(step[key]), int(step.get("iteration", 0))))
+        if isinstance(trace.get("seconds"), int | float):
+            out.append(("seconds", float(trace["seconds"]), 0))
+    usage = record.usage or {}
+    for key, name in (
+        ("calls", "lm_calls"),
+        ("cache_hits", "lm_cache_hits"),
+        ("errors", "lm_errors"),
+        ("prompt_tokens", "prompt_tokens"),
+        ("completion_tokens", "completion_tokens"),
+        ("total_tokens", "total_tokens"),
+        ("lm_seconds", "lm_seconds"),
+    ):
+        if isinstance(usage.get(key), int | float):
+            out.append((name, float(usage[key]), 0))
+    for key, value in (record.scores or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out.append((f"score_{key}", float(value), 0))
+    return out
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
+    from importlib import metadata
+
+    return [f"{name}=={metadata.version(name)}" for name in ("persona-agent", "dspy", "mlflow")]
