@@ -76,16 +76,16 @@ def _row(first: list[str], entry: dict[str, Any] | None, label: str, metric: str
 def headline_table(runs: Sequence[dict[str, Any]], base: Path) -> str:
     """Per run: the primary metric of the best no-LM floor and the headline methods with their LM calls, tokens
     and seconds per answer; links are relative to the folder `base` the page sits in."""
-    head = ["task (run, LM)", "metric", "method", "score", "LM calls / answer", "tokens / answer", "s / answer"]
+    head = ["task (LM)", "metric", "method", "score", "LM calls / answer", "tokens / answer", "s / answer"]
     lines = ["| " + " | ".join([*head, "queries"]) + " |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for results in runs:
         metric = results["primary_metric"]
         by_method = {s["method"]: s for s in results["summary"]}
         arrow = " ↓" if results["lower_is_better"].get(metric) else ""
         status = "" if results["complete"] else ", partial"
-        link = f"[{results['task']}: {results['title']}]({_link(results['_markdown'], base)})"
+        link = f"[{results['task']}]({_link(results['_markdown'], base)})"
         first = [
-            f"{link} ({results['run']}, `{results['config']['lm']}`{status})",
+            f"{link}: {results['title']} (`{results['config']['lm']}`{status})",
             METRIC_TITLES.get(metric, metric) + arrow,
         ]
         floor = _best_floor(results)

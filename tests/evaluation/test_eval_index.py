@@ -37,6 +37,13 @@ def test_committed_index_page_is_what_the_runs_generate():
     assert page.read_text(encoding="utf-8") == render_index(load_runs(RUNS), page.parent), f"{page} {STALE}"
 
 
+def test_readme_results_table_is_what_the_runs_generate():
+    readme = REPO / "README.md"
+    block = _readme_block(readme.read_text(encoding="utf-8"))
+    assert block == headline_table(load_runs(RUNS), REPO), f"README.md's results table {STALE}"
+    assert "benchmarks/results/README.md" in readme.read_text(encoding="utf-8")
+
+
 @pytest.mark.parametrize("run", sorted(p.parent for p in RUNS.glob("*/*/results.json")), ids=str)
 def test_committed_results_are_what_the_logs_give(run):
     """The index reads results.json; each must be the report of the committed predictions.jsonl."""
