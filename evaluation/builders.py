@@ -20,7 +20,7 @@ from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item, count_at_least
 from persona_agent.core.tasks import TaskSpec
 
-DEFAULT_DATA_DIR = Path("../shared/data")  # relative to the repo root, where DESIGN.md says the real data lives
+DEFAULT_DATA_DIR = Path("../shared/data")  # relative to the repo root: the shared data folder beside the checkout
 DEFAULT_QUERIES_PER_USER = 3
 DEFAULT_MIN_PROFILE = 3  # = the paper's alignment batch size n
 

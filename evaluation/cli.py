@@ -1,4 +1,4 @@
-"""`persona-agent eval`: run (or resume) an evaluation and rebuild its report.
+"""`persona-agent eval`: run (or resume) an evaluation, rebuild its report and the index of every run.
 
 A Typer sub-app, mounted by the main CLI with `app.add_typer(eval_app, name="eval")`; also runnable as
 `python -m persona_agent.evaluation.cli`. Heavy modules (DSPy, the runner) load inside the commands so
@@ -127,16 +127,47 @@ def run_command(
 @eval_app.command("report")
 def report_command(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (holding predictions.jsonl).")],
+    index: Annotated[
+        bool, typer.Option(help="Also regenerate the index page of the runs root (<run_dir>/../..) beside that root.")
+    ] = True,
 ) -> None:
-    """Rebuild results.json, results.md and results.png of a run folder from its predictions.jsonl."""
+    """Rebuild results.json, results.md and results.png of a run folder from its predictions.jsonl, then the
+    index of every run beside it (`eval index`)."""
     from persona_agent.evaluation.report import write_report
+    from persona_agent.evaluation.results_index import write_index
 
     try:
         files = write_report(run_dir)
     except PersonaAgentError as exc:
         raise _fail(exc) from None
+    pages: list[Path] = []
+    try:
+        pages = write_index(Path(run_dir).parent.parent) if index else []
+    except PersonaAgentError as exc:
+        console.print(f"[yellow]index not written:[/yellow] {exc}")
     _print_summary(json.loads(files.results.read_text(encoding="utf-8")))
-    console.print(f"Wrote {files.results}, {files.markdown}, {files.chart}")
+    console.print(f"Wrote {', '.join(str(f) for f in [files.results, files.markdown, files.chart, *pages])}")
+
+
+@eval_app.command("index")
+def index_command(
+    root: Annotated[Path, typer.Argument(help="The runs root, holding <task>/<run>/results.json.")] = Path(
+        "benchmarks/results/eval"
+    ),
+    page: Annotated[Path | None, typer.Option(help="The index page (default: README.md beside the root).")] = None,
+    readme: Annotated[
+        Path | None, typer.Option(help="Also splice the headline table into this file, between its results markers.")
+    ] = None,
+) -> None:
+    """Regenerate the evaluation index page (one headline table linking every run's results.md) from the runs'
+    results.json, without rescoring them; e.g. `persona-agent eval index --readme README.md`."""
+    from persona_agent.evaluation.results_index import write_index
+
+    try:
+        pages = write_index(root, page, readme)
+    except PersonaAgentError as exc:
+        raise _fail(exc) from None
+    console.print(f"Wrote {', '.join(str(p) for p in pages)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The LaMP tasks we evaluate on: names, label sets, metric kind and how their files name things.
 
-Label sets are exactly those of DESIGN.md ("Real data"), which are LaMP's: the official evaluation
+Label sets are exactly LaMP's: the official evaluation
 (`LaMP-Benchmark/LaMP` `eval/evaluation.py`, and OPPU's `eval/evaluation.py` for the 2N/2M split)
 compares a stripped output against these strings, case-sensitively.
 """

@@ -1,4 +1,4 @@
-"""Task definitions: the label sets are exactly DESIGN.md's (LaMP's), and names resolve every way LaMP/OPPU spell them."""
+"""Task definitions: the label sets are exactly LaMP's, and names resolve every way LaMP/OPPU spell them."""
 
 from __future__ import annotations
 

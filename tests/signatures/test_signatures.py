@@ -1,4 +1,4 @@
-"""Task and alignment signatures: typed label sets as DESIGN.md lists them, task instructions as docstrings."""
+"""Task and alignment signatures: typed label sets exactly as LaMP spells them, task instructions as docstrings."""
 
 from __future__ import annotations
 
