@@ -30,7 +30,6 @@ from dspy.utils.exceptions import AdapterParseError
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError
 from persona_agent.optimizers.metrics import exact_match
-from persona_agent.optimizers.prompt_echo import aligner_prompt
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import (
     INSTRUCTIONS_HEADING,
@@ -41,6 +40,7 @@ from persona_agent.programs.persona import (
     persona_sections,
 )
 from persona_agent.programs.persona_agent import PersonaAgent
+from persona_agent.programs.prompt_echo import aligner_prompt
 from persona_agent.programs.steps import STEP_GUARD, Predict, Steps, run_sync
 from persona_agent.signatures.alignment import PersonaEdit, PersonaGradient, PersonaUpdate, TextualLoss
 from persona_agent.signatures.tasks import labels_of

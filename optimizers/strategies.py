@@ -33,10 +33,10 @@ from dspy.teleprompt import Teleprompter
 from persona_agent.errors import InvalidInputError
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, BudgetGuard
 from persona_agent.optimizers.persona_aligner import Metric, PersonaAligner, _jsonable
-from persona_agent.optimizers.prompt_echo import PromptEcho, copro_prompt, gepa_reflection_prompt
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
+from persona_agent.programs.prompt_echo import PromptEcho, copro_prompt, gepa_reflection_prompt
 from persona_agent.programs.steps import STEP_GUARD
 from persona_agent.usage import track_usage
 
