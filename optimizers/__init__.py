@@ -2,7 +2,7 @@
 
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError
 from persona_agent.optimizers.metrics import exact_match
-from persona_agent.optimizers.persona_aligner import CompileEstimate, PersonaAligner, align_async
+from persona_agent.optimizers.persona_aligner import CompileEstimate, PersonaAligner
 from persona_agent.optimizers.trainset import example_from_interaction, trainset_from_store
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "BudgetExhaustedError",
     "CompileEstimate",
     "PersonaAligner",
-    "align_async",
     "exact_match",
     "example_from_interaction",
     "trainset_from_store",

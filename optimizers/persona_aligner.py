@@ -13,7 +13,6 @@ reason in the trace.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -425,28 +424,6 @@ class PersonaAligner(Teleprompter):
         )
         compiled.alignment_trace = _jsonable(trace)
         return compiled
-
-    async def acompile(
-        self,
-        student: PersonaAgent,
-        *,
-        trainset: Sequence[dspy.Example],
-        valset: Sequence[dspy.Example] | None = None,
-    ) -> PersonaAgent:
-        """`compile` in a worker thread (carrying the DSPy context), off the event loop and request path."""
-        ctx = copy_context()
-        return await asyncio.to_thread(ctx.run, lambda: self.compile(student, trainset=trainset, valset=valset))
-
-
-async def align_async(
-    aligner: PersonaAligner,
-    student: PersonaAgent,
-    *,
-    trainset: Sequence[dspy.Example],
-    valset: Sequence[dspy.Example] | None = None,
-) -> PersonaAgent:
-    """The paper's asynchronous update: compile off the request path; await it or schedule it as a task."""
-    return await aligner.acompile(student, trainset=trainset, valset=valset)
 
 
 def _norm(text: str) -> str:
