@@ -35,7 +35,7 @@ from persona_agent.core.usage import track_usage
 from persona_agent.evaluation import build_huffpost_categories
 from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.optimizers import PersonaAligner, exact_match
-from persona_agent.optimizers.strategies import make_optimizer
+from persona_agent.optimizers.factory import optimizer_for
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
 from persona_agent.signatures import CategorizeArticle
@@ -267,16 +267,17 @@ def main() -> None:
                 for strategy in args.strategies:
                     if (user.key, strategy) in done:
                         continue
-                    options: dict[str, Any] = {"n": args.n, "max_lm_calls": budget, "metric": exact_match}
-                    if strategy == "persona_aligner":
-                        options["update"] = args.update
-                    if strategy in ("gepa", "copro"):
-                        options["constrain"] = False
-                    if strategy == "copro":
-                        options.update(breadth=2, depth=1)
-                    if strategy == "gepa":
-                        options["log_dir"] = args.workdir / f"gepa-{user.user_id}-{datetime.now():%Y%m%d%H%M%S}"
-                    compiled = make_optimizer(strategy, **options).compile(agent, trainset=trainset)
+                    compiled = optimizer_for(
+                        strategy,
+                        n=args.n,
+                        max_lm_calls=budget,
+                        metric=exact_match,
+                        update=args.update,
+                        constrain=False,
+                        breadth=2,
+                        depth=1,
+                        log_dir=args.workdir / f"gepa-{user.user_id}-{datetime.now():%Y%m%d%H%M%S}",
+                    ).compile(agent, trainset=trainset)
                     trace = compiled.alignment_trace
                     rec = {
                         "user": user.key,

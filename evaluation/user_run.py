@@ -44,8 +44,8 @@ from persona_agent.evaluation.floors import majority_prediction, median_rating, 
 from persona_agent.evaluation.persist import ResultLog, Row, StateCache, row_key, text_digest
 from persona_agent.evaluation.plan import MethodSpec, TaskSetup, alignment_metric
 from persona_agent.evaluation.run_config import RunConfig
-from persona_agent.optimizers.persona_aligner import PersonaAligner
-from persona_agent.optimizers.strategies import make_optimizer
+from persona_agent.optimizers.copro import DEPTH as COPRO_DEPTH
+from persona_agent.optimizers.factory import optimizer_for
 from persona_agent.programs import Persona, ProfileBuilder, init_persona, make_method
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
@@ -271,18 +271,20 @@ class UserRun:
         return cached.get("text")
 
     def _optimizer(self, strategy: str, log_dir: str) -> Any:
-        common = {
-            "metric": alignment_metric(self.setup.task),
-            "n": self.config.align_n,
-            "max_lm_calls": self.config.align_budget,
-            "num_threads": self.run.align_threads,
-        }
-        if strategy == "persona_aligner":
-            return PersonaAligner(iterations=self.config.align_iterations, **common)
-        # GEPA and COPRO are the published baselines here: they search unconstrained, as the runs' rows were made.
-        if strategy == "gepa":
-            return make_optimizer("gepa", seed=self.config.seed, log_dir=log_dir, constrain=False, **common)
-        return make_optimizer(strategy, constrain=False, **common)
+        # GEPA and COPRO are the published baselines here: they search unconstrained, as the runs' rows were made;
+        # COPRO at its own depth (the iterations are PersonaAligner's).
+        return optimizer_for(
+            strategy,
+            metric=alignment_metric(self.setup.task),
+            n=self.config.align_n,
+            iterations=self.config.align_iterations,
+            max_lm_calls=self.config.align_budget,
+            num_threads=self.run.align_threads,
+            constrain=False,
+            seed=self.config.seed,
+            log_dir=log_dir,
+            depth=COPRO_DEPTH,
+        )
 
     def _persona(self, spec: MethodSpec) -> Persona | None:
         if spec.persona == "none":

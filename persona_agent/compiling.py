@@ -20,7 +20,7 @@ import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError, UnknownUserError
-from persona_agent.optimizers.strategies import make_optimizer
+from persona_agent.optimizers.factory import optimizer_for
 from persona_agent.optimizers.trainset import example_from_interaction
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -129,24 +129,17 @@ def alignment_examples(store: MemoryStore, user_id: str, signature: type[dspy.Si
 
 
 def _optimizer(options: CompileOptions) -> Any:
-    budget = {
-        "max_lm_calls": options.max_lm_calls,
-        "max_tokens": options.max_tokens,
-        "max_seconds": options.max_seconds,
-    }
-    if options.strategy == "persona_aligner":
-        return make_optimizer(
-            "persona_aligner",
-            n=options.n,
-            iterations=options.iterations,
-            accept=options.accept,
-            update=options.update,
-            **budget,
-        )
-    if options.strategy == "gepa":
-        budget["max_lm_calls"] = options.max_lm_calls or 60
-        return make_optimizer("gepa", n=options.n, constrain=options.constrain, **budget)
-    return make_optimizer("copro", n=options.n, depth=options.iterations, constrain=options.constrain, **budget)
+    return optimizer_for(
+        options.strategy,
+        n=options.n,
+        iterations=options.iterations,
+        accept=options.accept,
+        update=options.update,
+        max_lm_calls=options.max_lm_calls,
+        max_tokens=options.max_tokens,
+        max_seconds=options.max_seconds,
+        constrain=options.constrain,
+    )
 
 
 def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | None = None) -> CompilePlan:

@@ -19,7 +19,7 @@ from datetime import datetime
 import dspy
 
 from persona_agent.core.errors import InvalidInputError, ProfileEchoError
-from persona_agent.optimizers.prompt_echo import profile_prompt
+from persona_agent.programs.prompt_echo import profile_prompt
 from persona_agent.programs.steps import Predict, Steps, run_async, run_sync
 from persona_agent.signatures.profile import SummarizeProfile
 from persona_agent.stores.memory import MemoryStore

@@ -3,7 +3,6 @@ skipping, budgets and their estimate, concurrency between users."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 
@@ -13,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from persona_agent.core.errors import InvalidInputError
-from persona_agent.optimizers import PersonaAligner, align_async, trainset_from_store
+from persona_agent.optimizers import PersonaAligner, trainset_from_store
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.programs.persona import persona_sections
 from persona_agent.signatures import CategorizeArticle
@@ -282,23 +281,6 @@ def test_two_users_compiled_concurrently_never_exchange_personas(store):
         trace = json.dumps(results[user].alignment_trace)
         assert other not in trace
         assert results[user].alignment_trace["user_id"] == user
-
-
-def test_align_async_runs_off_the_event_loop(store):
-    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-
-    async def main():
-        with dspy.context(lm=ScriptedLM(script())):
-            task = asyncio.create_task(align_async(PersonaAligner(n=3), agent_for(store), trainset=trainset))
-            ticks = 0
-            while not task.done():
-                ticks += 1
-                await asyncio.sleep(0.001)
-            return await task, ticks
-
-    compiled, ticks = asyncio.run(main())
-    assert compiled.persona.version == 1
-    assert ticks > 0  # the loop kept running while the compile worked
 
 
 def test_bad_configuration(store):

@@ -10,7 +10,10 @@ import pytest
 
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.optimizers import trainset_from_store
-from persona_agent.optimizers.strategies import COPROPersonaOptimizer, GEPAPersonaOptimizer, make_optimizer
+from persona_agent.optimizers.copro import COPROPersonaOptimizer
+from persona_agent.optimizers.factory import make_optimizer
+from persona_agent.optimizers.gepa import GEPAPersonaOptimizer
+from persona_agent.optimizers.simulation import metric_for
 from persona_agent.programs.persona import persona_sections
 from persona_agent.signatures import CategorizeArticle
 from persona_agent.testing import ScriptedLM
@@ -48,13 +51,13 @@ def test_gepa_logs_to_its_run_folder_and_leaves_the_process_streams_alone(store,
     streams = sys.stdout, sys.stderr
     seen = []
     optimizer = GEPAPersonaOptimizer(n=3, max_lm_calls=40, log_dir=tmp_path / "gepa-alice")
-    metric = optimizer.base._metric_for(agent_for(store))
+    metric = metric_for(optimizer.metric, agent_for(store))
 
     def watching(*args, **kwargs):
         seen.append((sys.stdout, sys.stderr))  # the streams while GEPA runs, from inside its evaluations
         return metric(*args, **kwargs)
 
-    optimizer.base.metric = watching
+    optimizer.metric = watching
     with dspy.context(lm=museum_lm(GOOD)):
         optimizer.compile(agent_for(store), trainset=trainset_from_store(store, "alice", CategorizeArticle, n=3))
     assert seen and all(pair == streams for pair in seen)
@@ -93,7 +96,7 @@ def test_gepa_never_scores_a_rejected_proposal(store):
 def test_unconstrained_gepa_flags_a_persona_that_lost_its_sections(store, caplog):
     lm = museum_lm(BARE)
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-    with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+    with dspy.context(lm=lm), caplog.at_level(logging.WARNING, "persona_agent.optimizers.guard"):
         compiled = GEPAPersonaOptimizer(n=3, max_lm_calls=40, constrain=False).compile(
             agent_for(store), trainset=trainset
         )
@@ -220,7 +223,7 @@ def test_copro_scores_and_returns_proposals_as_constrained(store):
 
 def test_unconstrained_copro_flags_a_persona_over_the_cap(store, caplog):
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
-    with dspy.context(lm=copro_lm(LONG)), caplog.at_level(logging.WARNING, "persona_agent.optimizers.strategies"):
+    with dspy.context(lm=copro_lm(LONG)), caplog.at_level(logging.WARNING, "persona_agent.optimizers.guard"):
         compiled = COPROPersonaOptimizer(n=3, breadth=2, depth=1, max_lm_calls=30, constrain=False).compile(
             agent_for(store), trainset=trainset
         )

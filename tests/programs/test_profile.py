@@ -10,9 +10,9 @@ import pytest
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, ProfileEchoError
 from persona_agent.lm.models import configure_response_cache
-from persona_agent.optimizers.prompt_echo import profile_prompt
 from persona_agent.programs import ProfileBuilder
 from persona_agent.programs.profile import clamp_words
+from persona_agent.programs.prompt_echo import profile_prompt
 from persona_agent.testing import ScriptedLM
 from tests.support import PROFILE_ECHO as ECHO
 

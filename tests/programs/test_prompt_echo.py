@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
-from persona_agent.optimizers.prompt_echo import RUN, PromptEcho, aligner_prompt, copro_prompt, gepa_reflection_prompt
 from persona_agent.programs import init_persona
+from persona_agent.programs.prompt_echo import RUN, PromptEcho, aligner_prompt, copro_prompt, gepa_reflection_prompt
 from persona_agent.signatures.alignment import PersonaUpdate
 
 PERSONA = (
