@@ -8,6 +8,8 @@ from fastapi.testclient import TestClient
 
 from persona_agent.config import Settings
 from persona_agent.service import create_app
+from persona_agent.service.responses import ChatCompletion, Readiness
+from tests.persona_agent.test_service import service_workspace
 from tests.support import ADMIN_KEY
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -87,3 +89,14 @@ def test_readiness_and_streaming_chat_are_documented(schema):
     assert "503" in schema["paths"]["/readyz"]["get"]["responses"]
     chat = schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]
     assert set(chat) == {"application/json", "text/event-stream"}
+
+
+def test_the_routes_that_return_a_response_themselves_match_their_documented_models(tracking_home, embedder):
+    """`/readyz` and the chat route send their reply themselves (FastAPI does not check it against the model)."""
+    app = create_app(Settings(api_key=ADMIN_KEY))
+    assert Readiness.model_validate(TestClient(app).get("/readyz").json()).status == "starting"
+    with service_workspace(embedder) as ws, TestClient(create_app(workspace=ws)) as client:
+        assert Readiness.model_validate(client.get("/readyz").json()).status == "ready"
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "user": "alice"}
+        reply = client.post("/v1/chat/completions", json=body, headers=ADMIN).json()
+        assert ChatCompletion.model_validate(reply).model_dump(mode="json") == reply
