@@ -13,7 +13,7 @@ from persona_agent.service.deps import Caller, User
 from persona_agent.service.jobs import Job, JobManager
 from persona_agent.service.routers import area_router
 
-router = area_router("personas")
+router = area_router("personas")  # tagged as before: in the docs, compile jobs belong to the personas
 
 
 @router.post("/v1/users/{user_id}/compile", status_code=202)
