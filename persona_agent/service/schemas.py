@@ -1,4 +1,4 @@
-"""Request bodies of the HTTP service (responses are the library's own models, or plain JSON).
+"""Request bodies of the HTTP service (the response bodies are in `service/responses.py`).
 
 Unknown fields are refused (422 naming them) except on the OpenAI-compatible route, which accepts and ignores
 OpenAI's sampling options so any OpenAI client works unchanged. Every JSON body has passed
