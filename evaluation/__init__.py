@@ -30,7 +30,7 @@ from persona_agent.core.tasks import (
     get_task,
 )
 from persona_agent.evaluation.amazon import build_amazon_ratings
-from persona_agent.evaluation.builders import DEFAULT_DATA_DIR, slugify_user_id
+from persona_agent.evaluation.builders import data_path, slugify_user_id
 from persona_agent.evaluation.huffpost import CATEGORY_MAP, build_huffpost_categories, build_huffpost_headlines
 from persona_agent.evaluation.intervals import Interval, bootstrap_interval, bootstrap_mean_interval
 from persona_agent.evaluation.metrics import (
@@ -52,7 +52,6 @@ from persona_agent.evaluation.movielens import TAG_SYNONYMS, build_movielens_tag
 
 __all__ = [
     "CATEGORY_MAP",
-    "DEFAULT_DATA_DIR",
     "LAMP_1",
     "LAMP_2M",
     "LAMP_2N",
@@ -74,6 +73,7 @@ __all__ = [
     "build_huffpost_categories",
     "build_huffpost_headlines",
     "build_movielens_tags",
+    "data_path",
     "get_task",
     "label_index",
     "load_lamp",

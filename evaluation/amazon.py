@@ -20,12 +20,12 @@ from persona_agent.core.lamp import require_file
 from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_3
 from persona_agent.evaluation.builders import (
-    DEFAULT_DATA_DIR,
     DEFAULT_MIN_PROFILE,
     DEFAULT_QUERIES_PER_USER,
     RawItem,
     assemble_dataset,
     check_split,
+    data_path,
 )
 
 REVIEWS_FILE = "amazon-musical-instruments/Musical_instruments_reviews.csv"
@@ -44,14 +44,14 @@ def rating_label(raw: str) -> str | None:
 
 
 def build_amazon_ratings(
-    data_dir: Path | str = DEFAULT_DATA_DIR,
+    data_dir: Path | str | None = None,
     *,
     queries_per_user: int = DEFAULT_QUERIES_PER_USER,
     min_profile: int = DEFAULT_MIN_PROFILE,
 ) -> EvalDataset:
     """LaMP-3 from Amazon Musical Instruments: per reviewer, predict the star rating of a review text."""
     check_split(queries_per_user, min_profile)
-    path = require_file(Path(data_dir) / REVIEWS_FILE)
+    path = require_file(data_path(data_dir) / REVIEWS_FILE)
     dropped: Counter[str] = Counter()
     rows: list[RawItem] = []
     read = 0

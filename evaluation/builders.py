@@ -16,13 +16,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import ConfigError, InvalidInputError
 from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item, count_at_least
 from persona_agent.core.tasks import TaskSpec
 
-DEFAULT_DATA_DIR = Path("../shared/data")  # relative to the repo root: the shared data folder beside the checkout
 DEFAULT_QUERIES_PER_USER = 3
 DEFAULT_MIN_PROFILE = 3  # = the paper's alignment batch size n
+
+
+def data_path(data_dir: Path | str | None) -> Path:
+    """The real-data folder: the one given, else the `data_dir` setting (`PERSONA_AGENT_DATA_DIR`). A wheel knows no
+    data path, so with neither this is a `ConfigError` saying how to name one."""
+    if data_dir is not None:
+        return Path(data_dir)
+    configured = Settings().data_dir
+    if configured is None:
+        raise ConfigError("name the data folder: pass data_dir= (--data DIR) or set PERSONA_AGENT_DATA_DIR")
+    return configured
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,9 @@ def run_command(
     out: Annotated[Path, typer.Option(help="Results root; the run goes to <out>/<task>/<run-name>.")] = Path(
         "benchmarks/results/eval"
     ),
-    data: Annotated[Path, typer.Option(help="The shared data folder (see SOURCES.md there).")] = Path("../shared/data"),
+    data: Annotated[
+        Path | None, typer.Option(help="The real-data folder (default: the PERSONA_AGENT_DATA_DIR setting).")
+    ] = None,
     run_name: Annotated[
         str | None, typer.Option(help="Run folder name (default: <lm>-<users>u-<queries>q-seed<seed>).")
     ] = None,

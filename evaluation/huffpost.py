@@ -31,12 +31,12 @@ from persona_agent.core.lamp import require_file
 from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_2N, LAMP_4
 from persona_agent.evaluation.builders import (
-    DEFAULT_DATA_DIR,
     DEFAULT_MIN_PROFILE,
     DEFAULT_QUERIES_PER_USER,
     RawItem,
     assemble_dataset,
     check_split,
+    data_path,
     slugify_user_id,
 )
 
@@ -115,9 +115,9 @@ class Article:
     link: str
 
 
-def read_articles(data_dir: Path | str = DEFAULT_DATA_DIR) -> tuple[list[Article], int, Counter[str]]:
+def read_articles(data_dir: Path | str | None = None) -> tuple[list[Article], int, Counter[str]]:
     """All single-author, de-duplicated articles, the number of lines read, and drop counts by reason."""
-    root = Path(data_dir)
+    root = data_path(data_dir)
     articles: list[Article] = []
     dropped: Counter[str] = Counter()
     seen_headlines: set[str] = set()
@@ -185,7 +185,7 @@ def _fields(article: Article) -> dict[str, str]:
 
 
 def build_huffpost_categories(
-    data_dir: Path | str = DEFAULT_DATA_DIR,
+    data_dir: Path | str | None = None,
     *,
     queries_per_user: int = DEFAULT_QUERIES_PER_USER,
     min_profile: int = DEFAULT_MIN_PROFILE,
@@ -221,7 +221,7 @@ def build_huffpost_categories(
 
 
 def build_huffpost_headlines(
-    data_dir: Path | str = DEFAULT_DATA_DIR,
+    data_dir: Path | str | None = None,
     *,
     queries_per_user: int = DEFAULT_QUERIES_PER_USER,
     min_profile: int = DEFAULT_MIN_PROFILE,

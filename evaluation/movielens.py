@@ -27,12 +27,12 @@ from persona_agent.core.lamp import require_file
 from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_2M, MOVIE_TAGS
 from persona_agent.evaluation.builders import (
-    DEFAULT_DATA_DIR,
     DEFAULT_MIN_PROFILE,
     DEFAULT_QUERIES_PER_USER,
     RawItem,
     assemble_dataset,
     check_split,
+    data_path,
 )
 
 TAGS_FILE = "movielens10m-tags/tags.dat"
@@ -123,9 +123,9 @@ def _int(path: Path, row_no: int, name: str, raw: str) -> int:
         raise DatasetFormatError(path, f"row {row_no}", name, raw, "not an integer") from exc
 
 
-def read_descriptions(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[int, tuple[str, str]]:
+def read_descriptions(data_dir: Path | str | None = None) -> dict[int, tuple[str, str]]:
     """movieId -> (description, source): the IMDb plot for ML-1M ids, else the TMDB overview via links.csv."""
-    root = Path(data_dir)
+    root = data_path(data_dir)
     described: dict[int, tuple[str, str]] = {}
     tmdb_path = root / TMDB_FILE
     overviews: dict[int, str] = {}
@@ -147,9 +147,9 @@ def read_descriptions(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[int, tupl
     return described
 
 
-def read_titles(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[int, str]:
+def read_titles(data_dir: Path | str | None = None) -> dict[int, str]:
     """movieId -> title from movies.dat; empty when the file is absent (titles are only informative)."""
-    path = Path(data_dir) / TITLES_FILE
+    path = data_path(data_dir) / TITLES_FILE
     if not path.is_file():
         return {}
     titles: dict[int, str] = {}
@@ -162,14 +162,14 @@ def read_titles(data_dir: Path | str = DEFAULT_DATA_DIR) -> dict[int, str]:
 
 
 def build_movielens_tags(
-    data_dir: Path | str = DEFAULT_DATA_DIR,
+    data_dir: Path | str | None = None,
     *,
     queries_per_user: int = DEFAULT_QUERIES_PER_USER,
     min_profile: int = DEFAULT_MIN_PROFILE,
 ) -> EvalDataset:
     """LaMP-2M from MovieLens-10M: per user, tag a movie description with one of LaMP's 15 tags."""
     check_split(queries_per_user, min_profile)
-    root = Path(data_dir)
+    root = data_path(data_dir)
     tags_path = require_file(root / TAGS_FILE)
     descriptions = read_descriptions(root)
     titles = read_titles(root)

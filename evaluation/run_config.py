@@ -13,7 +13,6 @@ from typing import Any
 
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.records import EvalDataset, EvalUser
-from persona_agent.evaluation.builders import DEFAULT_DATA_DIR
 from persona_agent.evaluation.plan import FORMAT, TaskSetup, available_methods, parse_methods, task_setup
 
 DEFAULT_OUT = Path("benchmarks/results/eval")
@@ -46,7 +45,7 @@ class RunConfig:
     lm: str = "local"
     seed: int = 0
     out: Path = DEFAULT_OUT
-    data: Path = DEFAULT_DATA_DIR
+    data: Path | None = None  # default: the data_dir setting
     run_name: str | None = None
     k: int = 4
     max_iters: int = 3
@@ -64,7 +63,7 @@ class RunConfig:
         object.__setattr__(self, "task", setup.task.name)
         object.__setattr__(self, "methods", parse_methods(self.methods, setup.task))
         object.__setattr__(self, "out", Path(self.out))
-        object.__setattr__(self, "data", Path(self.data))
+        object.__setattr__(self, "data", None if self.data is None else Path(self.data))
         for name in ("users", "queries", "k", "max_iters", "align_n", "align_iterations", "profile_records"):
             _positive(name, getattr(self, name))
         _positive("align_budget", self.align_budget, 4)
@@ -119,9 +118,10 @@ class RunConfig:
             ("--align-iterations", self.align_iterations),
             ("--align-budget", self.align_budget),
             ("--profile-records", self.profile_records),
-            ("--data", self.data),
             ("--out", self.out),
         ]
+        if self.data is not None:
+            args.append(("--data", self.data))
         if self.run_name is not None:
             args.append(("--run-name", self.run_name))
         text = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in args)

@@ -39,6 +39,7 @@ from rich.progress import (
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.records import EvalDataset, EvalUser, Item
+from persona_agent.evaluation.builders import data_path
 from persona_agent.evaluation.errors import EvalRunMismatchError
 from persona_agent.evaluation.persist import ResultLog, Row, StateCache, latest_rows
 from persona_agent.evaluation.plan import FORMAT, METHODS_BY_NAME, MethodSpec
@@ -184,7 +185,7 @@ def run_evaluation(
 
         cache_dir = config.cache_dir or Settings().resolved_cache_dir / "eval"
         with console.status("Building the movie knowledge base (once; cached)..."):
-            knowledge = movie_knowledge_base(config.data, cache_dir, embedder)
+            knowledge = movie_knowledge_base(data_path(config.data), cache_dir, embedder)
     local = lm is not None and is_local(lm)
     workers = config.workers or (1 if lm is None or local else 4)
 

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     quota_pending_jobs: int = Field(
         default=2, gt=0, description="Compile jobs one user token may have queued or running (the admin is exempt)."
     )
+    data_dir: Path | None = Field(
+        default=None,
+        description="The real-data folder the evaluation harness reads (`persona-agent eval run --data`); no default.",
+    )
     max_request_bytes: int = Field(default=1_000_000, gt=0, description="Largest HTTP request body the service reads.")
     compaction_delay_seconds: float = Field(
         default=300.0,

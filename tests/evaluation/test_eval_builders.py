@@ -312,3 +312,15 @@ def test_no_leakage_in_built_and_loaded_users(data_dir):
         ),
     ]
     assert sum(_assert_no_leakage(ds.users) for ds in datasets) > 30
+
+
+def test_the_data_folder_comes_from_the_caller_or_the_setting_never_the_working_directory(tmp_path, monkeypatch):
+    from persona_agent.core.errors import ConfigError
+    from persona_agent.evaluation.builders import data_path
+
+    monkeypatch.delenv("PERSONA_AGENT_DATA_DIR", raising=False)
+    with pytest.raises(ConfigError, match="PERSONA_AGENT_DATA_DIR"):
+        data_path(None)
+    monkeypatch.setenv("PERSONA_AGENT_DATA_DIR", str(tmp_path))
+    assert data_path(None) == tmp_path
+    assert data_path("elsewhere") == Path("elsewhere")
