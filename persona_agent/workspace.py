@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from pydantic import BaseModel, ConfigDict
 
+from persona_agent.answering import Answer, answer_of, inputs_for
 from persona_agent.config import Settings
 from persona_agent.errors import InvalidInputError, TrackingError, UnknownUserError
 from persona_agent.lifecycle import Forgettable, PersonaChange, VersionLifecycle
@@ -44,23 +44,6 @@ from persona_agent.usage import track_usage
 
 logger = logging.getLogger(__name__)
 __all__ = ["Answer", "Forgettable", "PersonaChange", "Workspace", "is_external_ref", "persona_of"]
-
-
-class Answer(BaseModel):
-    """One answer of a user's live (or given) persona program."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    persona_version: int
-    outputs: dict[str, Any]
-    trajectory: list[dict[str, Any]]
-    usage: dict[str, Any]
-
-    @property
-    def text(self) -> str:
-        """The first output field, as text (the answer of a request -> response task)."""
-        return str(next(iter(self.outputs.values()), ""))
 
 
 def persona_of(record: PersonaRecord) -> Persona:
@@ -246,26 +229,7 @@ class Workspace(VersionLifecycle):
 
     # -- answering ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def inputs_for(agent: PersonaAgent, inputs: Mapping[str, Any] | str) -> dict[str, Any]:
-        """The task inputs of a request: a text goes to the task's first input field."""
-        fields = list(agent.task_signature.input_fields)
-        if isinstance(inputs, str):
-            return {fields[0]: inputs}
-        if not isinstance(inputs, Mapping) or set(inputs) != set(fields):
-            shown = sorted(inputs) if isinstance(inputs, Mapping) else inputs
-            raise InvalidInputError("inputs", shown, f"this user's task takes exactly the fields {fields}")
-        return dict(inputs)
-
-    @staticmethod
-    def _answer(user_id: str, version: int, agent: PersonaAgent, prediction: dspy.Prediction, usage) -> Answer:
-        return Answer(
-            user_id=user_id,
-            persona_version=version,
-            outputs={k: prediction[k] for k in agent.task_signature.output_fields},
-            trajectory=list(prediction.get("trajectory", [])),
-            usage=usage.report().as_dict(),
-        )
+    inputs_for = staticmethod(inputs_for)  # the task inputs of a request (`persona_agent.answering`)
 
     def respond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """Answer with the user's live persona (or `version`)."""
@@ -273,7 +237,7 @@ class Workspace(VersionLifecycle):
         inputs = self.inputs_for(agent, inputs)
         with track_usage() as meter, self.lm_context():
             prediction = agent(**inputs)
-        return self._answer(user_id, number, agent, prediction, meter)
+        return answer_of(user_id, number, agent, prediction, meter)
 
     async def arespond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """`respond` for an event loop: a cached program answers without blocking; an uncached one is loaded in
@@ -285,7 +249,7 @@ class Workspace(VersionLifecycle):
         inputs = self.inputs_for(agent, inputs)
         with track_usage() as meter, self.lm_context():
             prediction = await agent.acall(**inputs)
-        return self._answer(user_id, number, agent, prediction, meter)
+        return answer_of(user_id, number, agent, prediction, meter)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
