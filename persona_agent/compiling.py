@@ -1,5 +1,5 @@
 """Compiling a user's persona end to end: plan (validate, pick the batch, estimate), run the optimizer, then
-commit (a new registry version, its MLflow run, promote). The CLI prints the plan's estimate before running;
+commit (`Workspace.commit_version`: a new registry version, its MLflow run, promote). The CLI prints the plan's estimate before running;
 the service runs the same two steps as a background job.
 
 GEPA and COPRO hold each proposal to PersonaAligner's constraints unless `constrain` is off (the published
@@ -13,30 +13,37 @@ The alignment batch is the user's latest interactions that carry a real response
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from persona_agent.core.errors import InvalidInputError, PersonaAgentError, UnknownUserError
+from persona_agent.core.errors import InvalidInputError, UnknownUserError
+from persona_agent.lifecycle import CompileCancelledError, Draft, RunDetails
 from persona_agent.optimizers.factory import optimizer_for
 from persona_agent.optimizers.trainset import example_from_interaction
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import PersonaAgent
-from persona_agent.programs.saved import ProgramSpec, program_document
 from persona_agent.programs.tools import ToolContext, make_tools
 from persona_agent.signatures.tasks import labels_of
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.personas import LiveState, PersonaRecord
 from persona_agent.stores.validation import validate_user_id
-from persona_agent.workspace import Workspace, persona_of
+from persona_agent.workspace import Workspace
 
 AGENT_SOURCE = "agent"
-
-
-class CompileCancelledError(PersonaAgentError):
-    """The user was forgotten while their compile ran: its result was discarded."""
+__all__ = [
+    "CompileCancelledError",
+    "CompileOptions",
+    "CompilePlan",
+    "CompileResult",
+    "alignment_examples",
+    "compile_user",
+    "plan_compile",
+    "run_compile",
+    "search_k",
+]
 
 
 class CompileOptions(BaseModel):
@@ -169,13 +176,7 @@ def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | N
     live = workspace.registry.live(user_id)
     base = workspace.registry.get(user_id, live.version)
     # Simulations must not write notes into the user's memory: the student never offers update_memory.
-    spec = replace(ProgramSpec.of(base_agent), allow_updates=False)
-    document = workspace.registry.program(user_id, base.version)
-    if document is not None:
-        document = {**document, "program": {**document["program"], "allow_updates": False}}
-        student = workspace.factory.build(document, user_id=user_id, persona=persona_of(base))
-    else:
-        student = workspace.factory.for_user(spec, user_id, persona_of(base))
+    student = workspace.build_agent(user_id, base.version, allow_updates=False)
     optimizer = _optimizer(options)
     if options.strategy == "persona_aligner":
         estimate = optimizer.estimate(trainset, student=student).as_dict()
@@ -207,16 +208,9 @@ def search_k(store: MemoryStore) -> int | None:
     return tools[0].args.get("k", {}).get("default") if tools else None
 
 
-def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
-    """Run the optimizer under the workspace's LM, then commit: registry version, MLflow run, promote."""
-    started = time.perf_counter()
-    with workspace.lm_context():
-        compiled = plan.optimizer.compile(plan.student, trainset=plan.trainset)
-    trace = dict(getattr(compiled, "alignment_trace", {}) or {})
-    user, options, base = plan.user_id, plan.options, plan.base
-    changed = compiled.persona is not None and compiled.persona.text != base.text
-    check = str(trace.get("persona_check", "ok"))
-    promote = changed and options.promote and (check == "ok" or options.promote_flagged)
+def _params(workspace: Workspace, plan: CompilePlan) -> dict[str, Any]:
+    """The MLflow run's parameters of a compile."""
+    options = plan.options
     params = {
         "strategy": options.strategy,
         "n": options.n,
@@ -234,50 +228,52 @@ def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
     }
     if options.strategy != "persona_aligner":
         params["constrain"] = options.constrain
+    return params
+
+
+def run_compile(workspace: Workspace, plan: CompilePlan) -> CompileResult:
+    """Run the optimizer under the workspace's LM, then commit: registry version, MLflow run, promote."""
+    started = time.perf_counter()
+    with workspace.lm_context():
+        compiled = plan.optimizer.compile(plan.student, trainset=plan.trainset)
+    trace = dict(getattr(compiled, "alignment_trace", {}) or {})
+    user, options, base = plan.user_id, plan.options, plan.base
+    changed = compiled.persona is not None and compiled.persona.text != base.text
+    check = str(trace.get("persona_check", "ok"))
+    promote = changed and options.promote and (check == "ok" or options.promote_flagged)
     scores, usage = _scores(trace), dict(trace.get("usage", {}))
-    with workspace.commit_lock:
-        if workspace.forget_epoch(user) != plan.epoch:
-            raise CompileCancelledError(f"user {user!r} was forgotten during the compile: its result was discarded")
-        if changed:
-            final = plan.base_agent.rebind(user, Persona(user_id=user, text=compiled.persona.text, source="aligned"))
-            record = workspace.registry.add(
-                user,
-                compiled.persona.text,
-                source="aligned",
-                parent=base.version,
-                strategy=options.strategy,
-                scores=scores,
-                usage=usage,
-                program=program_document(final, scores=scores, usage=usage),
-            )
-        else:
-            record = base
-        run_id = workspace.tracker.log_version(
-            record.model_copy(update={"usage": usage, "scores": scores, "strategy": options.strategy}),
-            document=workspace.registry.program(user, record.version),
-            diff=workspace.registry.diff(user, base.version, record.version),
-            trace=trace,
-            params=params,
-            register_model=plan.register_model and promote,
-            changed=changed,
-        )
-        if changed:
-            workspace.registry.set_run_id(user, record.version, run_id)
-        promoted, model_version, tracking_error = False, None, None
-        if promote:
-            change = workspace.promote(
-                user, record.version, expected_revision=plan.live.revision, register_model=plan.register_model
-            )
-            promoted, model_version, tracking_error = True, change.model_version, change.tracking_error
+    version: Draft | PersonaRecord = base
+    if changed:
+        persona = Persona(user_id=user, text=compiled.persona.text, source="aligned")
+        agent = plan.base_agent.rebind(user, persona)
+        version = Draft(persona.text, agent, base.version, strategy=options.strategy, scores=scores, usage=usage)
+    run = RunDetails(
+        params=_params(workspace, plan),
+        register_model=plan.register_model and promote,
+        trace=trace,
+        changed=changed,
+        strict=True,
+        shown={"usage": usage, "scores": scores, "strategy": options.strategy},
+    )
+    done = workspace.commit_version(
+        user,
+        version,
+        previous=base.version,
+        run=run,
+        promote=promote,
+        expected_revision=plan.live.revision,
+        register_model=plan.register_model,
+        epoch=plan.epoch,
+    )
     return CompileResult(
         user_id=user,
-        version=record.version,
+        version=done.record.version,
         parent=base.version,
         changed=changed,
-        promoted=promoted,
-        mlflow_run_id=run_id,
-        model_version=model_version,
-        tracking_error=tracking_error,
+        promoted=promote,
+        mlflow_run_id=done.run_id,
+        model_version=done.model_version,
+        tracking_error=done.tracking_error,
         strategy=options.strategy,
         stop_reason=str(trace.get("stop_reason", "completed")),
         estimate=plan.estimate,

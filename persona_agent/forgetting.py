@@ -1,4 +1,6 @@
-"""Forgetting a user, in one place: the CLI's `forget` and the service's `DELETE /v1/users/{id}` both call this.
+"""Forgetting a user: what it removes, in which order, and what it does not cover. The CLI's `forget` and the
+service's `DELETE /v1/users/{id}` both run `Workspace.forget` (in `persona_agent.lifecycle`, next to the commit
+it must exclude); `forget_user` here is the same call.
 
 Order matters: first the sources of truth in DuckDB (memory rows and vectors, profiles, persona versions,
 live pointer, audit rows) in the store, then every in-process cache (FAISS partitions, ready programs, jobs),
@@ -20,9 +22,7 @@ prompts (with the user's rows) under `<home>/cache/dspy`; run services that hold
 
 from __future__ import annotations
 
-from persona_agent.core.errors import TrackingError
 from persona_agent.stores.records import ForgetReport
-from persona_agent.stores.validation import validate_user_id
 from persona_agent.workspace import Workspace
 
 
@@ -30,28 +30,4 @@ def forget_user(workspace: Workspace, user_id: str) -> ForgetReport:
     """Remove every trace of `user_id` and return what was removed, per place. Idempotent.
 
     Raises `TrackingError` if MLflow could not be cleaned (everything else is already gone; run it again)."""
-    user_id = validate_user_id(user_id)
-    with workspace.commit_lock:
-        workspace._bump_epoch(user_id)
-        workspace.revocations.revoke(user_id)  # first: no token issued until now can write the user back
-        run_ids = [r.mlflow_run_id for r in workspace.registry.history(user_id) if r.mlflow_run_id]
-        memory = workspace.store.forget(user_id)  # rows, vectors (and their FAISS partition), profiles
-        personas = workspace.registry.forget(user_id)
-        erased_by = workspace.store.schedule_compaction()  # the registry's rows share the store's file
-        extra: dict[str, int] = {
-            "personas": personas["personas"],
-            "persona_live": personas["live"],
-            "persona_events": personas["events"],
-        }
-        for name, holder in workspace.forgettables():
-            extra[name] = int(holder.forget(user_id))
-        if workspace.tracking_started():
-            try:
-                extra.update(workspace.tracker.forget(user_id, run_ids))
-            except TrackingError:
-                raise
-            except Exception as exc:  # MLflow's own errors: say what is left and how to finish
-                raise TrackingError(
-                    f"forgot {user_id!r} in DuckDB and caches, but MLflow failed ({exc}); run forget again"
-                ) from exc
-    return memory.model_copy(update={"extra": {**memory.extra, **extra}, "erased_by": erased_by})
+    return workspace.forget(user_id)

@@ -12,14 +12,13 @@ again. Every reconciliation is logged; its counts are in the result (`Workspace.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from persona_agent.core.errors import StoreError, TrackingError
-
-if TYPE_CHECKING:
-    from persona_agent.workspace import Workspace
+from persona_agent.core.errors import TrackingError
+from persona_agent.stores.personas import PersonaRecord
 
 logger = logging.getLogger(__name__)
 REASON = "reconciled: the process logging this run died before it finished"
@@ -43,20 +42,22 @@ class Reconciliation(BaseModel):
         }
 
 
-def reconcile(workspace: Workspace) -> Reconciliation:
-    """Fail orphaned RUNNING runs and track versions left without a run; raises `TrackingError` if MLflow fails."""
+def reconcile(
+    tracker: Any, untracked: Iterable[PersonaRecord], track: Callable[[PersonaRecord], str | None]
+) -> Reconciliation:
+    """Fail orphaned RUNNING runs of `tracker` (a `Tracker`) and track the `untracked` versions with `track` (the
+    workspace's commit: it returns MLflow's error text, or None); raises `TrackingError` if MLflow fails.
+    Called by `Workspace.reconcile`, which refuses a read-only workspace."""
     from mlflow.exceptions import MlflowException
 
-    if workspace.store.read_only:
-        raise StoreError("A read-only workspace cannot reconcile: its writer may be alive.")
     try:
-        failed = workspace.tracker.fail_orphan_runs(REASON)
+        failed = tracker.fail_orphan_runs(REASON)
     except MlflowException as exc:
-        raise TrackingError(f"cannot reconcile MLflow runs at {workspace.tracker.tracking_uri}: {exc}") from exc
+        raise TrackingError(f"cannot reconcile MLflow runs at {tracker.tracking_uri}: {exc}") from exc
     tracked, flagged = [], []
-    for record in workspace.registry.untracked(before=workspace.opened_at):
+    for record in untracked:
         name = f"{record.user_id}@v{record.version}"
-        error = workspace._track_version(record, previous=record.parent, action="reconcile")
+        error = track(record)
         if error is None:
             tracked.append(name)
         else:

@@ -3,7 +3,8 @@
 It owns the memory store (DuckDB: one writer process per file), the persona registry in the same file, MLflow
 tracking (opened on first use), the LM (made from settings on first use, or given), a factory that builds
 agents fast from saved programs, and an LRU of ready programs keyed by (user, version). The CLI and the HTTP
-service both work through it, so promote, rollback and forget behave the same from either.
+service both work through it, so promote, rollback and forget behave the same from either. A version's lifecycle
+(commit, promote, rollback, reconcile, forget) is its mixin `persona_agent.lifecycle.VersionLifecycle`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import dspy
-from pydantic import BaseModel, ConfigDict
 
+from persona_agent.answering import Answer, answer_of, inputs_for
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import InvalidInputError, PersonaAgentError, TrackingError, UnknownUserError
+from persona_agent.core.errors import InvalidInputError, TrackingError, UnknownUserError
 from persona_agent.core.usage import track_usage
+from persona_agent.lifecycle import Forgettable, PersonaChange, VersionLifecycle
 from persona_agent.program_cache import ProgramCache
 from persona_agent.programs.persona import Persona, init_persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -32,50 +35,15 @@ from persona_agent.programs.saved import (
     program_document,
     read_document,
 )
-from persona_agent.reconciling import Reconciliation
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.personas import LIVE_ALIASES, LiveState, PersonaRecord, PersonaRegistry, VersionRef
-from persona_agent.stores.records import ForgetReport
 from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id
 
 logger = logging.getLogger(__name__)
-
-
-class Forgettable(Protocol):
-    """Anything holding per-user state outside DuckDB and MLflow (caches, job tables): `forget` drops it."""
-
-    def forget(self, user_id: str) -> int: ...
-
-
-class Answer(BaseModel):
-    """One answer of a user's live (or given) persona program."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    persona_version: int
-    outputs: dict[str, Any]
-    trajectory: list[dict[str, Any]]
-    usage: dict[str, Any]
-
-    @property
-    def text(self) -> str:
-        """The first output field, as text (the answer of a request -> response task)."""
-        return str(next(iter(self.outputs.values()), ""))
-
-
-class PersonaChange(BaseModel):
-    """The result of a promote or rollback: the live pointer, the version it points at, and its MLflow side."""
-
-    model_config = ConfigDict(frozen=True)
-
-    live: LiveState
-    record: PersonaRecord
-    model_version: str | None = None
-    tracking_error: str | None = None
+__all__ = ["Answer", "Forgettable", "PersonaChange", "Workspace", "is_external_ref", "persona_of"]
 
 
 def persona_of(record: PersonaRecord) -> Persona:
@@ -93,7 +61,7 @@ def is_external_ref(version: object) -> bool:
     return version.startswith(("runs:/", "models:/")) or is_run_id(version) or version.endswith(".json")
 
 
-class Workspace:
+class Workspace(VersionLifecycle):
     """Store + registry + tracking + LM + program cache, for one process.
 
     Args:
@@ -128,11 +96,8 @@ class Workspace:
         self._adapter: dspy.Adapter | None = None
         self._tracker = None
         self.opened_at = datetime.now(UTC).replace(tzinfo=None)  # versions older than this are no compile of ours
-        self.reconciliation: Reconciliation | None = None  # the last `reconcile`'s result
-        self._forgettables: dict[str, Forgettable] = {"cached_programs": self.programs}
-        self._epochs: dict[str, int] = {}
-        self.commit_lock = threading.RLock()  # held while a compile commits and while a user is forgotten
         self._lock = threading.Lock()
+        self._init_lifecycle()  # commit lock, forget epochs, forgettables (persona_agent.lifecycle)
 
     # -- parts made on first use ----------------------------------------------------------------------
 
@@ -177,14 +142,6 @@ class Workspace:
             except TrackingError as exc:
                 logger.error("reconciling crash leftovers failed (call reconcile again): %s", exc)
         return self._tracker
-
-    def reconcile(self) -> Reconciliation:
-        """Mark dead processes' RUNNING runs FAILED and track versions left without a run: see
-        `persona_agent.reconciling`. The result is also kept in `reconciliation`."""
-        from persona_agent.reconciling import reconcile
-
-        self.reconciliation = reconcile(self)
-        return self.reconciliation
 
     def tracking_started(self) -> bool:
         """Whether MLflow may hold anything of ours: used, or a tracking database exists."""
@@ -231,14 +188,19 @@ class Workspace:
         agent = self.programs.get(user_id, number)
         if agent is not None:
             return agent, number
-        record = self.registry.get(user_id, number)
+        return self.programs.put(user_id, number, self.build_agent(user_id, number)), number
+
+    def build_agent(self, user_id: str, number: int, *, allow_updates: bool | None = None) -> PersonaAgent:
+        """A new agent of a registry version: its saved program, or the workspace's `spec` for a text-only
+        version. `allow_updates` overrides whether it may offer `update_memory` (a compile's student may not)."""
+        persona = persona_of(self.registry.get(user_id, number))
         document = self.registry.program(user_id, number)
-        persona = persona_of(record)
         if document is None:
-            agent = self.factory.for_user(self.spec, user_id, persona)
-        else:
-            agent = self.factory.build(document, user_id=user_id, persona=persona)
-        return self.programs.put(user_id, number, agent), number
+            spec = self.spec if allow_updates is None else replace(self.spec, allow_updates=allow_updates)
+            return self.factory.for_user(spec, user_id, persona)
+        if allow_updates is not None:
+            document = {**document, "program": {**document["program"], "allow_updates": allow_updates}}
+        return self.factory.build(document, user_id=user_id, persona=persona)
 
     def cached_program(self, user_id: str, version: VersionRef = None) -> tuple[PersonaAgent, int] | None:
         """The program if it is cached (no I/O): the async service's fast path."""
@@ -265,91 +227,9 @@ class Workspace:
             raise InvalidInputError("user_id", user_id, f"the program at {version} belongs to {owner!r}")
         return self.factory.build(document, user_id=user_id, signature=signature)
 
-    def _track_version(self, record: PersonaRecord, *, previous: int | None, action: str) -> str | None:
-        """Log a run for a version made outside a compile (a rollback, or a registration of an untracked
-        version); returns the error text if MLflow failed (the version stands: DuckDB is the source of truth)."""
-        try:
-            diff = "" if previous is None else self.registry.diff(record.user_id, previous, record.version)
-            run_id = self.tracker.log_version(
-                record,
-                document=self.registry.program(record.user_id, record.version),
-                diff=diff,
-                params={"action": action},
-                register_model=self.settings.mlflow_register_models,
-            )
-        except PersonaAgentError as exc:
-            logger.warning("MLflow did not record %s@v%s: %s", record.user_id, record.version, exc)
-            return str(exc)
-        self.registry.set_run_id(record.user_id, record.version, run_id)
-        return None
-
-    def _champion(self, record: PersonaRecord, register: bool | None = None) -> tuple[str | None, str | None]:
-        """Move `persona-<user>@champion` to this version when registering is on; (model version, error)."""
-        if not (self.settings.mlflow_register_models if register is None else register):
-            return None, None
-        if record.mlflow_run_id is None:
-            error = self._track_version(record, previous=None, action="register")
-            if error is not None:
-                return None, error
-            record = self.registry.get(record.user_id, record.version)
-        try:
-            return self.tracker.set_champion(record, self.registry.program(record.user_id, record.version)), None
-        except PersonaAgentError as exc:
-            logger.warning("MLflow did not register %s@v%s: %s", record.user_id, record.version, exc)
-            return None, str(exc)
-
-    def promote(
-        self,
-        user_id: str,
-        version: VersionRef,
-        *,
-        expected_revision: int | None = None,
-        register_model: bool | None = None,
-    ) -> PersonaChange:
-        """Make a version live (optimistic lock with `expected_revision`); drops the user's cached programs.
-        With `register_model` (default: the `mlflow_register_models` setting), the registered model's `champion`
-        alias follows; MLflow errors are reported in the result and never undo the promote (DuckDB is the
-        source of truth)."""
-        state = self.registry.promote(user_id, version, expected_revision=expected_revision)
-        self.programs.invalidate(user_id)
-        record = self.registry.get(user_id, state.version)
-        model_version, error = self._champion(record, register_model)
-        return PersonaChange(live=state, record=record, model_version=model_version, tracking_error=error)
-
-    def rollback(self, user_id: str, to: VersionRef = None, *, expected_revision: int | None = None) -> PersonaChange:
-        """Restore an earlier version as a new live version (see `PersonaRegistry.rollback`), tracked in MLflow."""
-        previous = self.registry.live(user_id)
-        record, state = self.registry.rollback(user_id, to, expected_revision=expected_revision)
-        self.programs.invalidate(user_id)
-        error = self._track_version(record, previous=previous.version if previous else None, action="rollback")
-        record = self.registry.get(user_id, record.version)
-        model_version, champion_error = (None, None) if error else self._champion(record)
-        return PersonaChange(
-            live=state, record=record, model_version=model_version, tracking_error=error or champion_error
-        )
-
     # -- answering ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def inputs_for(agent: PersonaAgent, inputs: Mapping[str, Any] | str) -> dict[str, Any]:
-        """The task inputs of a request: a text goes to the task's first input field."""
-        fields = list(agent.task_signature.input_fields)
-        if isinstance(inputs, str):
-            return {fields[0]: inputs}
-        if not isinstance(inputs, Mapping) or set(inputs) != set(fields):
-            shown = sorted(inputs) if isinstance(inputs, Mapping) else inputs
-            raise InvalidInputError("inputs", shown, f"this user's task takes exactly the fields {fields}")
-        return dict(inputs)
-
-    @staticmethod
-    def _answer(user_id: str, version: int, agent: PersonaAgent, prediction: dspy.Prediction, usage) -> Answer:
-        return Answer(
-            user_id=user_id,
-            persona_version=version,
-            outputs={k: prediction[k] for k in agent.task_signature.output_fields},
-            trajectory=list(prediction.get("trajectory", [])),
-            usage=usage.report().as_dict(),
-        )
+    inputs_for = staticmethod(inputs_for)  # the task inputs of a request (`persona_agent.answering`)
 
     def respond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """Answer with the user's live persona (or `version`)."""
@@ -357,7 +237,7 @@ class Workspace:
         inputs = self.inputs_for(agent, inputs)
         with track_usage() as meter, self.lm_context():
             prediction = agent(**inputs)
-        return self._answer(user_id, number, agent, prediction, meter)
+        return answer_of(user_id, number, agent, prediction, meter)
 
     async def arespond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """`respond` for an event loop: a cached program answers without blocking; an uncached one is loaded in
@@ -369,31 +249,7 @@ class Workspace:
         inputs = self.inputs_for(agent, inputs)
         with track_usage() as meter, self.lm_context():
             prediction = await agent.acall(**inputs)
-        return self._answer(user_id, number, agent, prediction, meter)
-
-    # -- forgetting -----------------------------------------------------------------------------------
-
-    def add_forgettable(self, name: str, holder: Forgettable) -> None:
-        """Register per-user state held elsewhere (a service's job table), so `forget` clears it too."""
-        self._forgettables[name] = holder
-
-    def forget_epoch(self, user_id: str) -> int:
-        """Bumped by every forget of the user: a compile that started before must not write its result."""
-        with self._lock:
-            return self._epochs.get(user_id, 0)
-
-    def forget(self, user_id: str) -> ForgetReport:
-        """Forget a user everywhere: see `persona_agent.forgetting.forget_user`."""
-        from persona_agent.forgetting import forget_user
-
-        return forget_user(self, user_id)
-
-    def _bump_epoch(self, user_id: str) -> None:
-        with self._lock:
-            self._epochs[user_id] = self._epochs.get(user_id, 0) + 1
-
-    def forgettables(self) -> Iterator[tuple[str, Forgettable]]:
-        return iter(list(self._forgettables.items()))
+        return answer_of(user_id, number, agent, prediction, meter)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

@@ -22,7 +22,19 @@ FOLDERS = {  # import prefix -> folder, as pyproject.toml maps them
     "persona_agent.evaluation": "evaluation",
     "persona_agent": "persona_agent",
 }
-ENTRY = ("workspace", "compiling", "loading", "forgetting", "reconciling", "ingest", "demo", "program_cache", "testing")
+ENTRY = (
+    "workspace",
+    "lifecycle",
+    "answering",
+    "compiling",
+    "loading",
+    "forgetting",
+    "reconciling",
+    "ingest",
+    "demo",
+    "program_cache",
+    "testing",
+)
 LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import its own layer and those below
     ("persona_agent.core",),
     ("persona_agent.lm",),
