@@ -35,7 +35,7 @@ from persona_agent.core.usage import track_usage
 from persona_agent.evaluation import build_huffpost_categories
 from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.optimizers import PersonaAligner, exact_match
-from persona_agent.optimizers.factory import optimizer_for
+from persona_agent.optimizers.factory import STRATEGIES, optimizer_for
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
 from persona_agent.signatures import CategorizeArticle
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--lm", default="local")
-    parser.add_argument("--strategies", nargs="+", default=["persona_aligner", "gepa", "copro"])
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--n", type=int, default=3)
     parser.add_argument("--heldout", type=int, default=2)
     parser.add_argument("--max-iters", type=int, default=1)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from persona_agent.core.errors import InvalidInputError, UnknownUserError
 from persona_agent.lifecycle import CompileCancelledError, Draft, RunDetails
-from persona_agent.optimizers.factory import optimizer_for
+from persona_agent.optimizers.factory import Strategy, optimizer_for
 from persona_agent.optimizers.trainset import example_from_interaction
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import PersonaAgent
@@ -53,7 +53,7 @@ class CompileOptions(BaseModel):
 
     n: int = Field(default=3, ge=1, le=50, description="latest interactions in the alignment batch")
     iterations: int = Field(default=1, ge=1, le=10, description="alignment rounds (COPRO: depth)")
-    strategy: Literal["persona_aligner", "gepa", "copro"] = "persona_aligner"
+    strategy: Strategy = "persona_aligner"
     accept: Literal["always", "improve"] = "always"
     update: Literal["rewrite", "edit"] = Field(
         default="rewrite", description="rewrite the whole persona (the paper), or edit: statements added/removed"
