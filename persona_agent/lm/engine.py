@@ -25,6 +25,8 @@ from dspy.lm15 import (
     Response,
     ServerError,
     TextPart,
+    TokenLogprob,
+    TopLogprob,
     UnsupportedFeatureError,
     Usage,
     response_to_events,
@@ -65,8 +67,6 @@ def chat_body(request: Request, *, seed: int, max_tokens: int, cache_prompt: boo
             "the local model has no native tool calling; use DSPy's text tools", provider=PROVIDER
         )
     config = request.config
-    if config.logprobs is not None:
-        raise UnsupportedFeatureError("the local engine does not return logprobs", provider=PROVIDER)
     messages: list[dict[str, str]] = []
     if request.system is not None:
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
@@ -88,7 +88,35 @@ def chat_body(request: Request, *, seed: int, max_tokens: int, cache_prompt: boo
         "response_format": llama_response_format(config.response_format),
     }
     body.update({key: value for key, value in optional.items() if value is not None})
+    if config.logprobs is not None:  # 0: the chosen tokens' log-probabilities; n: also the top n alternatives
+        body["logprobs"] = True
+        if config.logprobs > 0:
+            body["top_logprobs"] = config.logprobs
     return body
+
+
+def _logprobs(choice: dict[str, Any]) -> tuple[TokenLogprob, ...] | None:
+    """llama.cpp's OpenAI-shaped `logprobs.content` as lm15 token log-probabilities (None when not asked)."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if content is None:
+        return None
+
+    def extra(entry: dict[str, Any]) -> dict[str, Any]:
+        raw = entry.get("bytes")
+        return {"bytes": tuple(raw) if raw is not None else None, "token_id": entry.get("id")}
+
+    return tuple(
+        TokenLogprob(
+            token=entry["token"],
+            logprob=float(entry["logprob"]),
+            top=tuple(
+                TopLogprob(token=alt["token"], logprob=float(alt["logprob"]), **extra(alt))
+                for alt in entry.get("top_logprobs") or ()
+            ),
+            **extra(entry),
+        )
+        for entry in content
+    )
 
 
 def to_response(raw: dict[str, Any], model: str) -> Response:
@@ -117,6 +145,7 @@ def to_response(raw: dict[str, Any], model: str) -> Response:
             output_tokens=usage.get("completion_tokens"),
             cache_read_tokens=cached,
         ),
+        logprobs=_logprobs(choice),
         provider_data={"timings": {k: v for k, v in timings.items() if isinstance(v, int | float)}}
         if timings
         else None,
@@ -135,7 +164,7 @@ class LlamaEngine:
     supports_reasoning = False
     supported_params = frozenset(
         {"temperature", "max_tokens", "top_p", "top_k", "stop", "seed", "frequency_penalty", "presence_penalty"}
-        | {"response_format"}
+        | {"response_format", "logprobs"}
     )
 
     def __init__(

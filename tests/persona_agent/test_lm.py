@@ -9,7 +9,7 @@ from typing import Literal
 import dspy
 import pytest
 from dspy.lm15 import Config as LMConfig
-from dspy.lm15 import ContextLengthError, Message, Request, ServerError, UnsupportedFeatureError
+from dspy.lm15 import ContextLengthError, Message, Request, ServerError
 
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import ConfigError, ModelFileError
@@ -179,13 +179,36 @@ def test_request_options_and_refusals():
     assert body["max_tokens"] == 5 and body["temperature"] == 0.7 and body["seed"] == 3
     assert body["stop"] == ["\n"] and body["top_p"] == 0.9 and body["cache_prompt"] is False
     assert body["messages"][0] == {"role": "system", "content": "be brief"}
-    with pytest.raises(UnsupportedFeatureError, match="logprobs"):
-        chat_body(
-            Request(model="m", messages=(Message.user("x"),), config=LMConfig(logprobs=1)),
-            seed=0,
-            max_tokens=1,
-            cache_prompt=True,
-        )
+
+
+def test_log_probabilities_are_asked_for_and_returned():
+    """Scoring the allowed answers needs the model's token log-probabilities: asked as llama.cpp's server takes them,
+    returned as lm15's (the reply below has the shape the in-process runtime gave for a one-token answer)."""
+    ask = Request(model="m", messages=(Message.user("x"),), config=LMConfig(logprobs=2))
+    body = chat_body(ask, seed=0, max_tokens=1, cache_prompt=True)
+    assert body["logprobs"] is True and body["top_logprobs"] == 2
+    chosen_only = chat_body(ask.__class__(model="m", messages=(Message.user("x"),), config=LMConfig(logprobs=0)),
+                            seed=0, max_tokens=1, cache_prompt=True)  # fmt: skip
+    assert chosen_only["logprobs"] is True and "top_logprobs" not in chosen_only
+    top = [
+        {"id": 13564, "token": "sports", "bytes": [115, 112, 111, 114, 116, 115], "logprob": -0.01},
+        {"id": 60901, "token": "sport", "bytes": [115, 112, 111, 114, 116], "logprob": -4.97},
+    ]
+    raw = {
+        "choices": [
+            {
+                "message": {"content": "sports"},
+                "finish_reason": "length",
+                "logprobs": {"content": [{**top[0], "top_logprobs": top}]},
+            }
+        ],
+        "usage": {"prompt_tokens": 40, "completion_tokens": 1},
+    }
+    (step,) = to_response(raw, "m").logprobs
+    assert (step.token, step.logprob, step.token_id) == ("sports", -0.01, 13564)
+    assert [(alt.token, alt.logprob) for alt in step.top] == [("sports", -0.01), ("sport", -4.97)]
+    assert step.top[1].bytes == (115, 112, 111, 114, 116)
+    assert to_response({**raw, "choices": [{"message": {"content": "x"}}]}, "m").logprobs is None
 
 
 def test_server_errors_become_lm15_errors():
