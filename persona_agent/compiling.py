@@ -40,6 +40,7 @@ __all__ = [
     "CompileResult",
     "alignment_examples",
     "compile_user",
+    "optimizer_of",
     "plan_compile",
     "run_compile",
     "search_k",
@@ -147,6 +148,11 @@ def _optimizer(options: CompileOptions) -> Any:
         max_seconds=options.max_seconds,
         constrain=options.constrain,
     )
+
+
+def optimizer_of(options: CompileOptions) -> Any:
+    """The optimizer a compile with these options runs (a worker in another process rebuilds it from them)."""
+    return _optimizer(options)
 
 
 def plan_compile(workspace: Workspace, user_id: str, options: CompileOptions | None = None) -> CompilePlan:

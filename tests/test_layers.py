@@ -34,6 +34,9 @@ ENTRY = (
     "demo",
     "program_cache",
     "testing",
+    "runners",
+    "fanout",
+    "fanout_worker",
 )
 LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import its own layer and those below
     ("persona_agent.core",),
