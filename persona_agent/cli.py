@@ -258,8 +258,18 @@ def compile_command(
         bool | None, typer.Option(help="Register in MLflow's model registry (default: the setting).")
     ] = None,
     lm: LMOption = None,
+    runner: Annotated[str | None, typer.Option(help="--all: local or ray (default: the setting).")] = None,
+    workers: Annotated[int | None, typer.Option(help="--all: users compiled at once (default: the setting).")] = None,
+    min_new: Annotated[
+        int | None, typer.Option(help="--all: only users with this many new interactions (default: the setting).")
+    ] = None,
+    retries: Annotated[int | None, typer.Option(help="--all: retries of a failed user (default: the setting).")] = None,
+    total_lm_calls: Annotated[int | None, typer.Option(help="--all budget: LM calls in total.")] = None,
+    total_tokens: Annotated[int | None, typer.Option(help="--all budget: tokens in total.")] = None,
+    total_seconds: Annotated[float | None, typer.Option(help="--all budget: seconds in total.")] = None,
 ) -> None:
-    """Re-compile personas from users' latest interactions. Prints the estimate first, then runs."""
+    """Re-compile personas from users' latest interactions. Prints the estimate first, then runs. With --all,
+    users with new interactions are compiled concurrently (persona_agent.fanout), the driver writing."""
     from persona_agent.compiling import CompileOptions, plan_compile, run_compile
 
     options = CompileOptions.parse(
@@ -276,6 +286,18 @@ def compile_command(
         promote_flagged=promote_flagged,
         register_model=register,
     )
+    if all_users and user is None:
+        from persona_agent.fanout import Budget, compile_everyone, report_table
+
+        budget = Budget(max_lm_calls=total_lm_calls, max_tokens=total_tokens, max_seconds=total_seconds)
+        with _workspace(lm=lm, needs_lm=True) as workspace:
+            report = compile_everyone(
+                workspace, options, runner=runner, workers=workers, min_new=min_new, retries=retries, budget=budget
+            )
+            console.print(report_table(report))
+        if report.failed:
+            raise typer.Exit(1)
+        return
     with _workspace(lm=lm, needs_lm=True) as workspace:
         users = _users(workspace, user, all_users)
         plans, skipped = [], []

@@ -9,26 +9,49 @@ only); with `ray` it gets a `Snapshot` (plain data) and rebuilds the student ove
 Idempotent: a user is committed at most once per run (a retried job only re-runs the optimizer), and each
 committed version records the interaction watermark it was compiled at (`usage.interaction_watermark`, the
 store-wide insertion counter `seq` of the newest interaction), so a rerun selects only users with at least
-`min_new` interactions past it. A compile that kept its base persona writes no version, so it is selected again.
+`min_new` interactions past it (a compile that kept its base persona records the watermark on the base).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.table import Table
 
 from persona_agent.compiling import CompileOptions, CompilePlan, CompileResult, plan_compile, run_compile
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError
 from persona_agent.fanout_worker import Optimized, Snapshot, WorkerSetup, optimize_plan, optimize_snapshot
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.saved import program_document
-from persona_agent.runners import Job, JobOutcome, Runner, run_jobs
+from persona_agent.runners import Job, JobOutcome, Runner, make_runner, run_jobs
 from persona_agent.workspace import Workspace
 
 WATERMARK = "interaction_watermark"
-__all__ = ["Budget", "Candidate", "FanoutReport", "compile_all", "select_users", "snapshot_of"]
+__all__ = [
+    "Budget",
+    "Candidate",
+    "FanoutReport",
+    "RichProgress",
+    "compile_all",
+    "compile_everyone",
+    "report_table",
+    "select_users",
+    "snapshot_of",
+]
 
 _SELECT = f"""
 WITH live AS (
@@ -111,6 +134,39 @@ class Progress:
     def done(self, user_id: str, ok: bool) -> None: ...
 
 
+class RichProgress(Progress):
+    """Users done / failed, elapsed and ETA, as a Rich bar (a context manager)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.failed = 0
+        self.bar = RichBar(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.task = self.bar.add_task("Compiling", total=None, failed=0)
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def start(self, total: int) -> None:
+        self.bar.update(self.task, total=total)
+
+    def done(self, user_id: str, ok: bool) -> None:
+        self.failed += not ok
+        self.bar.update(self.task, advance=1, failed=self.failed, description=f"Compiling (last: {user_id})")
+
+
 def select_users(
     workspace: Workspace,
     min_new: int = 1,
@@ -175,7 +231,19 @@ def commit(workspace: Workspace, plan: CompilePlan, optimized: Optimized, waterm
         else None
     )
     result = run_compile(workspace, replace(plan, optimizer=_Precompiled(persona, trace)))
+    if not result.changed:
+        _confirm(workspace, plan.user_id, result.version, watermark)
     return result.model_copy(update={"seconds": round(optimized.seconds + result.seconds, 3)})
+
+
+def _confirm(workspace: Workspace, user_id: str, version: int, watermark: int) -> None:
+    """A compile that kept its base confirms it at this watermark: recorded in the base's `usage`, so a rerun
+    does not redo it (a forgotten user's rows are gone: nothing is updated)."""
+    with workspace.commit_lock, workspace.store.transaction() as cur:
+        cur.execute(
+            "UPDATE personas SET usage = json_merge_patch(usage, ?) WHERE user_id = ? AND version = ?",
+            [json.dumps({WATERMARK: watermark}), user_id, version],
+        )
 
 
 def _jobs(
@@ -260,3 +328,52 @@ def _record(workspace: Workspace, report: FanoutReport, planned: tuple[CompilePl
         report.failed[outcome.key] = f"{type(exc).__name__}: {exc}"
     finally:
         report.write_seconds += time.perf_counter() - began
+
+
+def compile_everyone(
+    workspace: Workspace,
+    options: CompileOptions,
+    *,
+    runner: str | None = None,
+    workers: int | None = None,
+    min_new: int | None = None,
+    retries: int | None = None,
+    budget: Budget | None = None,
+    console: Console | None = None,
+) -> FanoutReport:
+    """`persona-agent compile --all`: every selected user on the chosen runner (defaults: the settings), with
+    a Rich progress bar."""
+    settings = workspace.settings
+    chosen = make_runner(
+        runner or settings.compile_runner, workers or settings.compile_fanout_workers, address=settings.ray_address
+    )
+    try:
+        with RichProgress(console) as progress:
+            return compile_all(
+                workspace,
+                options,
+                chosen,
+                min_new=min_new or settings.compile_min_new_interactions,
+                retries=settings.compile_retries if retries is None else retries,
+                budget=budget,
+                progress=progress,
+            )
+    finally:
+        chosen.close()
+
+
+def report_table(report: FanoutReport) -> Table:
+    """One row per user: the version made, LM calls, tokens, attempts; or why it failed or was skipped."""
+    table = Table(title=f"Compiled {len(report.compiled)}, failed {len(report.failed)}", title_justify="left")
+    for column in ("user", "result", "LM calls", "tokens", "attempts"):
+        table.add_column(column)
+    for r in report.compiled:
+        made = f"v{r.version} (from v{r.parent})" + (" live" if r.promoted else "") if r.changed else "unchanged"
+        calls, tokens = str(r.usage.get("calls", "")), str(r.usage.get("total_tokens", ""))
+        table.add_row(r.user_id, made, calls, tokens, str(report.attempts.get(r.user_id, 1)))
+    for user, error in report.failed.items():
+        table.add_row(user, f"[red]failed[/red]: {error}", "", "", str(report.attempts.get(user, "")))
+    for user, reason in report.skipped.items():
+        table.add_row(user, f"[yellow]skipped[/yellow]: {reason}", "", "", "")
+    table.caption = f"{report.lm_calls} LM calls, {report.tokens} tokens, {report.seconds:.1f} s"
+    return table

@@ -113,6 +113,34 @@ class Settings(BaseSettings):
     )
     program_cache_size: int = Field(default=1024, gt=0, description="Compiled programs kept in memory (LRU).")
     compile_workers: int = Field(default=1, gt=0, description="Background compile jobs the service runs at once.")
+    compile_runner: Literal["local", "ray"] = Field(
+        default="local",
+        description="Where `compile --all` runs the optimizers: a thread pool (`local`: LM calls wait on the network) "
+        "or Ray tasks (`ray`, the `ray` extra; `ray_address` joins a cluster). The driver alone writes.",
+    )
+    compile_fanout_workers: int = Field(
+        default=8, gt=0, description="Users `compile --all` optimizes at once (threads, or Ray tasks in flight)."
+    )
+    compile_retries: int = Field(
+        default=2, ge=0, description="Retries of a user whose compile job failed or whose worker died, then reported."
+    )
+    compile_min_new_interactions: int = Field(
+        default=1,
+        gt=0,
+        description="`compile --all` selects only users with at least this many interactions (with a response) "
+        "newer than the interaction watermark their live persona was compiled at.",
+    )
+    ray_address: str | None = Field(
+        default=None, description="The Ray cluster the `ray` runner joins (`auto`, `ray://host:10001`); None: local."
+    )
+    local_slots: int = Field(
+        default=1,
+        gt=0,
+        le=16,
+        description="Requests the in-process model serves at once (llama.cpp slots, each with its own KV cache and "
+        "prompt-prefix reuse, sharing n_ctx). 1 measured best on 2 cores (prompt processing is compute-bound); "
+        "more helps on bigger machines. Never a second model process: they thrash.",
+    )
 
     @property
     def resolved_db_path(self) -> Path:

@@ -109,9 +109,11 @@ def test_compile_prints_the_estimate_first_then_ask_answers_with_the_new_persona
     assert result.exit_code == 0 and result.stdout.strip() == SHORT and "alice@v1" in result.stderr
     result = run("ask", "--user", "bob", "How are you?")
     assert result.exit_code == 0 and result.stdout.strip() != SHORT
-    result = run("compile", "--all")
+    result = run("compile", "--all", "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert "bob" in result.stdout
+    assert "bob" in result.stdout and "Compiled 2, failed 0" in result.stdout
+    result = run("compile", "--all")  # every user compiled at their newest interaction: nothing to do
+    assert result.exit_code == 0 and "Compiled 0, failed 0" in result.stdout
 
 
 def test_profile_build_for_one_user_or_all(tmp_path, embedder):
