@@ -110,7 +110,10 @@ class FanoutReport:
     tokens: int = 0
     seconds: float = 0.0
     write_seconds: float = 0.0
+    optimize_seconds: float = 0.0
+    """From the start to the last worker's finish: the workers' throughput, apart from the driver's writes."""
     stopped_by: str | None = None
+    started_at: float = field(default_factory=time.time, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -122,6 +125,7 @@ class FanoutReport:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 3),
             "write_seconds": round(self.write_seconds, 3),
+            "optimize_seconds": round(self.optimize_seconds, 3),
             "stopped_by": self.stopped_by,
         }
 
@@ -299,7 +303,10 @@ def compile_all(
         return report.stopped_by is None
 
     jobs = _jobs(workspace, candidates, options, runner, setup or WorkerSetup(workspace.settings), report, plans)
-    for outcome in run_jobs(runner, jobs, retries=retries, more=more):
+    # A backlog of twice the workers keeps them busy while the driver commits (a thread pool or Ray queues it);
+    # under a budget, only `workers` are in flight, so at most that many start past it.
+    backlog = runner.workers if budget != Budget() else 2 * runner.workers
+    for outcome in run_jobs(runner, jobs, retries=retries, more=more, in_flight=backlog):
         _record(workspace, report, plans.pop(outcome.key), outcome)
         progress.done(outcome.key, outcome.key not in report.failed)
     for candidate in candidates:
@@ -318,6 +325,7 @@ def _record(workspace: Workspace, report: FanoutReport, planned: tuple[CompilePl
         report.failed[outcome.key] = outcome.error or "failed"
         return
     optimized: Optimized = outcome.value
+    report.optimize_seconds = max(report.optimize_seconds, optimized.finished_at - report.started_at)
     usage = optimized.trace.get("usage", {})
     report.lm_calls += int(usage.get("calls", 0))
     report.tokens += int(usage.get("total_tokens", 0))

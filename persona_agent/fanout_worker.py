@@ -37,6 +37,7 @@ class Optimized:
     persona_text: str | None
     trace: dict[str, Any]
     seconds: float
+    finished_at: float = 0.0  # wall clock (time.time) when the worker finished: the fan-out's own throughput
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def optimize_plan(workspace: Workspace, plan: CompilePlan) -> Optimized:
 def _optimized(user_id: str, compiled: Any, started: float) -> Optimized:
     persona = getattr(compiled, "persona", None)
     trace = dict(getattr(compiled, "alignment_trace", {}) or {})
-    return Optimized(user_id, persona.text if persona is not None else None, trace, time.perf_counter() - started)
+    text = persona.text if persona is not None else None
+    return Optimized(user_id, text, trace, time.perf_counter() - started, time.time())
 
 
 _PARTS: dict[tuple[str, ...], tuple[dspy.BaseLM, Embedder, Settings]] = {}

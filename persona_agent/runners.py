@@ -173,25 +173,32 @@ def run_jobs(
     source = iter(jobs)
     pending: dict[Any, Job] = {}
     errors: dict[str, list[str]] = {}
-    exhausted = False
     while True:
-        while not exhausted and len(pending) < limit and more():
-            job = next(source, None)
-            if job is None:
-                exhausted = True
-                break
-            job.attempts += 1
-            pending[runner.submit(job)] = job
+        _refill(runner, source, pending, limit, more)
         if not pending:
             return
+        finished: list[JobOutcome] = []
         for handle, value, error in runner.wait(list(pending)):
             job = pending.pop(handle)
             if error is None:
-                yield JobOutcome(job.key, value, None, job.attempts, errors.pop(job.key, []))
+                finished.append(JobOutcome(job.key, value, None, job.attempts, errors.pop(job.key, [])))
                 continue
             errors.setdefault(job.key, []).append(_describe(error))
             if job.attempts <= retries:
                 job.attempts += 1
                 pending[runner.submit(job)] = job
             else:
-                yield JobOutcome(job.key, None, _describe(error), job.attempts, errors.pop(job.key))
+                finished.append(JobOutcome(job.key, None, _describe(error), job.attempts, errors.pop(job.key)))
+        _refill(runner, source, pending, limit, more)  # workers go on while the driver handles the outcomes
+        yield from finished
+
+
+def _refill(
+    runner: Runner, source: Iterator[Job], pending: dict[Any, Job], limit: int, more: Callable[[], bool]
+) -> None:
+    while len(pending) < limit and more():
+        job = next(source, None)
+        if job is None:
+            return
+        job.attempts += 1
+        pending[runner.submit(job)] = job

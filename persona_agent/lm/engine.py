@@ -2,7 +2,8 @@
 
 An engine turns one canonical `dspy.lm15.Request` into one `Response`; DSPy keeps caching, retries,
 history and callbacks. The blocking llama.cpp call is the single core: the async engine runs it in a
-worker thread, so the event loop stays free while the model holds its lock.
+worker thread, so the event loop stays free while the model works; concurrent calls share the model's
+slots (`RuntimeOptions.slots`, see `persona_agent.lm.runtime`).
 
 Structured output: DSPy sends `response_format = {"type": "json_schema", "schema": ..., "name": ...}`
 (schema at the top level); llama.cpp reads `{"type": "json_schema", "json_schema": {"name", "schema"}}`
@@ -212,6 +213,7 @@ class LlamaEngine:
             "model_ref": self.model_ref,
             "n_ctx": self.options.n_ctx,
             "n_threads": self.options.n_threads,
+            "slots": self.options.slots,
             "seed": self.seed,
             "max_tokens": self.max_tokens,
             "cache_prompt": self.cache_prompt,
@@ -222,7 +224,9 @@ class LlamaEngine:
         return cls(
             state["model_ref"],
             model_resolver(state["model_ref"]),
-            options=RuntimeOptions(n_ctx=state.get("n_ctx", 8192), n_threads=state.get("n_threads")),
+            options=RuntimeOptions(
+                n_ctx=state.get("n_ctx", 8192), n_threads=state.get("n_threads"), slots=state.get("slots", 1)
+            ),
             seed=state.get("seed", 0),
             max_tokens=state.get("max_tokens", 1024),
             cache_prompt=state.get("cache_prompt", True),

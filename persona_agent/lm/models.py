@@ -45,6 +45,7 @@ def local_engines(
     """The sync and async engines for 'local' or 'gguf:/path' (nothing is loaded until the first call)."""
     settings = settings or Settings()
     resolve = model_resolver(model_ref, settings)
+    options = options or RuntimeOptions(slots=settings.local_slots)
     engine = LlamaEngine(model_ref, resolve, options=options, seed=settings.lm_seed if seed is None else seed)
     return engine, AsyncLlamaEngine(engine)
 

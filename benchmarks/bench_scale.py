@@ -1,0 +1,187 @@
+"""Scale benchmark: users compiled per minute by `compile --all`'s fan-out, per runner and worker count.
+
+    python benchmarks/bench_scale.py [--workers 1 2 4 8 16] [--runners local ray] [--per-worker 3]
+        [--latency 0.2] [--out benchmarks/results/bench_scale.json]
+
+The LM is the scripted one (`persona_agent.testing.ScriptedLM`, the PersonaAligner script of the tests) with
+a fixed `--latency` per call (a sleep: a hosted model's network wait), so the figures measure the fan-out, not a
+model. Each run compiles its own fresh users (`--per-worker` x workers, 3 interactions each) in one workspace
+(DuckDB + MLflow sqlite in a temporary home), with the default `CompileOptions`. Reported per run: users per
+minute, LM calls per compile, the driver's write throughput (commits per second: registry row, MLflow run,
+promote), and the scaling efficiency (users/min over workers x the 1-worker figure), end to end and for the
+workers alone (`optimized_per_minute`: users whose optimizer finished, per minute, up to the last one; the
+driver commits behind them, and with MLflow on sqlite its ~3 commits/s are the end-to-end ceiling).
+
+Ray runs locally with `num_cpus` = this machine's cores and each task reserving cores/workers CPUs (the tasks
+wait on the LM, as with a hosted model); its worker processes are started before timing (a warm-up task each).
+Ray workers embed the snapshot's interactions with a hashing embedder defined here, so sixteen processes do not
+each load MiniLM (the scripted agent never searches memory; the driver's store uses the real embedder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+import numpy as np
+
+from persona_agent.compiling import CompileOptions
+from persona_agent.core.config import Settings
+from persona_agent.fanout import compile_all
+from persona_agent.fanout_worker import WorkerSetup
+from persona_agent.runners import Job, LocalRunner, RayRunner, run_jobs
+from persona_agent.testing import ScriptedLM
+from persona_agent.workspace import Workspace
+
+REACT = "request, trajectory -> next_thought, next_tool_name, next_tool_args"
+ANSWER = "request, trajectory -> response"
+LOSS = "persona, request, simulated_response, ground_truth_response -> matches, critique"
+GRADIENT = "persona, losses -> gradient"
+UPDATE = "persona, gradient, max_chars -> new_persona"
+NEW_PERSONA = "## User profile\nWants very concise answers.\n\n## Agent instructions\nAnswer in two words."
+LATENCY = float(os.environ.get("BENCH_SCALE_LATENCY", "0.2"))
+
+
+def scripted_lm() -> ScriptedLM:
+    """The tests' PersonaAligner script, every call taking LATENCY seconds (module-level: Ray pickles it)."""
+
+    def slow(answer: dict):
+        def call(_call) -> dict:
+            time.sleep(LATENCY)
+            return answer
+
+        return call
+
+    return ScriptedLM(
+        {
+            REACT: slow({"next_thought": "enough", "next_tool_name": "finish", "next_tool_args": {}}),
+            ANSWER: slow({"response": "A long and detailed answer."}),
+            LOSS: slow({"matches": False, "critique": "The user wanted a much shorter answer."}),
+            GRADIENT: slow({"gradient": "- the user wants concise answers"}),
+            UPDATE: slow({"new_persona": NEW_PERSONA}),
+        }
+    )
+
+
+class HashEmbedder:
+    """Deterministic unit vectors from a text's hash: a cheap embedder for Ray workers that never search."""
+
+    name = "bench-hash-384"
+    dim = 384
+
+    def encode(self, texts) -> np.ndarray:
+        rows = [np.random.default_rng(int(hashlib.sha256(t.encode()).hexdigest()[:12], 16)) for t in texts]
+        v = np.stack([r.standard_normal(self.dim) for r in rows]).astype(np.float32) if rows else np.zeros((0, 384))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32) if len(v) else v.astype(np.float32)
+
+
+def hash_embedder() -> HashEmbedder:
+    return HashEmbedder()
+
+
+def _warm(_: int) -> int:
+    """Start a Ray worker process and import the compile worker there (not timed)."""
+    import persona_agent.fanout_worker  # noqa: F401
+
+    time.sleep(1.0)
+    return os.getpid()
+
+
+def add_users(workspace: Workspace, prefix: str, count: int) -> list[str]:
+    users = [f"{prefix}-{i:03d}" for i in range(count)]
+    records = [(user, {"query": f"question {j} from {user}", "response": "ok"}) for user in users for j in range(3)]
+    workspace.store.ingest(records)
+    return users
+
+
+def make_runner(name: str, workers: int, cores: int):
+    if name == "local":
+        return LocalRunner(workers)
+    runner = RayRunner(workers, num_cpus=cores, cpus_per_job=cores / workers)
+    list(run_jobs(runner, [Job(str(i), _warm, (i,)) for i in range(workers)], in_flight=workers))
+    return runner
+
+
+def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, cores: int) -> dict:
+    users = add_users(workspace, f"{name}-w{workers}", per_worker * workers)
+    runner = make_runner(name, workers, cores)
+    setup = WorkerSetup(workspace.settings, lm=scripted_lm, embedder=hash_embedder)
+    try:
+        started = time.perf_counter()
+        report = compile_all(workspace, CompileOptions(), runner, users=users, retries=0, setup=setup)
+        seconds = time.perf_counter() - started
+    finally:
+        runner.close()
+    done = len(report.compiled)
+    return {
+        "runner": name,
+        "workers": workers,
+        "users": len(users),
+        "compiled": done,
+        "failed": len(report.failed),
+        "errors": sorted(set(report.failed.values()))[:3],
+        "seconds": round(seconds, 2),
+        "users_per_minute": round(60 * done / seconds, 1),
+        "optimized_per_minute": round(60 * done / report.optimize_seconds, 1) if done else None,
+        "lm_calls_per_compile": round(report.lm_calls / done, 2) if done else None,
+        "tokens_per_compile": round(report.tokens / done) if done else None,
+        "driver_write_seconds": round(report.write_seconds, 2),
+        "driver_commits_per_second": round(done / report.write_seconds, 1) if report.write_seconds else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--runners", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    parser.add_argument("--per-worker", type=int, default=3, help="users per worker in each run")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_scale.json")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    runs: list[dict] = []
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["PERSONA_AGENT_HOME"] = home
+        with Workspace(Settings(home=Path(home)), lm=scripted_lm()) as workspace:
+            workspace.tracker  # noqa: B018  (MLflow opened and migrated before any timing)
+            for name in args.runners:
+                for workers in args.workers:
+                    runs.append(bench_one(workspace, name, workers, args.per_worker, cores))
+                    print(json.dumps(runs[-1]), flush=True)
+    for run in runs:
+        base = next(r for r in runs if r["runner"] == run["runner"] and r["workers"] == min(args.workers))
+        ideal = base["users_per_minute"] * run["workers"] / base["workers"]
+        run["speedup"] = round(run["users_per_minute"] / base["users_per_minute"], 2)
+        run["efficiency"] = round(run["users_per_minute"] / ideal, 2)
+        ideal_workers = base["optimized_per_minute"] * run["workers"] / base["workers"]
+        run["workers_speedup"] = round(run["optimized_per_minute"] / base["optimized_per_minute"], 2)
+        run["workers_efficiency"] = round(run["optimized_per_minute"] / ideal_workers, 2)
+    result = {
+        "benchmark": "bench_scale",
+        "lm": f"scripted, {LATENCY * 1000:.0f} ms per call",
+        "options": CompileOptions().model_dump(),
+        "machine": {"cores": cores, "python": platform.python_version(), "platform": platform.platform()},
+        "runs": runs,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print("runner  workers  users/min  speedup  efficiency  optimized/min  speedup  efficiency  commits/s")
+    for r in runs:
+        print(
+            f"{r['runner']:7} {r['workers']:>7} {r['users_per_minute']:>10} {r['speedup']:>8} {r['efficiency']:>11} "
+            f"{r['optimized_per_minute']:>14} {r['workers_speedup']:>8} {r['workers_efficiency']:>11} "
+            f"{r['driver_commits_per_second']!s:>10}"
+        )
+
+
+if __name__ == "__main__":
+    main()
