@@ -287,7 +287,8 @@ def compile_command(
         register_model=register,
     )
     if all_users and user is None:
-        from persona_agent.fanout import Budget, compile_everyone, report_table
+        from persona_agent.fanout import Budget
+        from persona_agent.fanout_report import compile_everyone, report_table
 
         budget = Budget(max_lm_calls=total_lm_calls, max_tokens=total_tokens, max_seconds=total_seconds)
         with _workspace(lm=lm, needs_lm=True) as workspace:

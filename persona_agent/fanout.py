@@ -20,39 +20,31 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Progress as RichBar
-from rich.table import Table
-
 from persona_agent.compiling import CompileOptions, CompilePlan, CompileResult, plan_compile, run_compile
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError
 from persona_agent.fanout_worker import Optimized, Snapshot, WorkerSetup, optimize_plan, optimize_snapshot
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.saved import program_document
-from persona_agent.runners import Job, JobOutcome, Runner, make_runner, run_jobs
+from persona_agent.runners import InlineRunner, Job, JobOutcome, Runner, run_jobs
 from persona_agent.workspace import Workspace
 
 WATERMARK = "interaction_watermark"
 __all__ = [
     "Budget",
     "Candidate",
+    "CompileJobError",
     "FanoutReport",
-    "RichProgress",
     "compile_all",
-    "compile_everyone",
-    "report_table",
+    "compile_planned",
     "select_users",
     "snapshot_of",
+    "watermark_of",
 ]
 
+_NEW = (  # an interaction a compile learns from: a real response, not a note nor the agent's own answer
+    "response <> '' AND coalesce(task, '') <> 'note' "
+    "AND coalesce(json_extract_string(metadata, '$.source'), '') <> 'agent'"
+)
 _SELECT = f"""
 WITH live AS (
     SELECT l.user_id, coalesce(TRY_CAST(json_extract_string(p.usage, '$.{WATERMARK}') AS BIGINT), 0) AS w
@@ -60,10 +52,17 @@ WITH live AS (
 )
 SELECT i.user_id, count(*) FILTER (WHERE i.seq > coalesce(live.w, 0)) AS new, max(i.seq) AS watermark
 FROM interactions i LEFT JOIN live ON live.user_id = i.user_id
-WHERE i.response <> '' AND coalesce(i.task, '') <> 'note'
-    AND coalesce(json_extract_string(i.metadata, '$.source'), '') <> 'agent'
+WHERE {_NEW}
 GROUP BY i.user_id
 """
+
+
+class CompileJobError(PersonaAgentError):
+    """A compile job failed on every attempt; the message is the last attempt's error."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
 
 
 @dataclass(frozen=True)
@@ -138,39 +137,6 @@ class Progress:
     def done(self, user_id: str, ok: bool) -> None: ...
 
 
-class RichProgress(Progress):
-    """Users done / failed, elapsed and ETA, as a Rich bar (a context manager)."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.failed = 0
-        self.bar = RichBar(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("[red]{task.fields[failed]} failed"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self.task = self.bar.add_task("Compiling", total=None, failed=0)
-
-    def __enter__(self) -> RichProgress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def start(self, total: int) -> None:
-        self.bar.update(self.task, total=total)
-
-    def done(self, user_id: str, ok: bool) -> None:
-        self.failed += not ok
-        self.bar.update(self.task, advance=1, failed=self.failed, description=f"Compiling (last: {user_id})")
-
-
 def select_users(
     workspace: Workspace,
     min_new: int = 1,
@@ -188,6 +154,26 @@ def select_users(
         if new >= min_new and (wanted is None or user in wanted)
     ]
     return sorted(found, key=priority or (lambda c: (-c.new, c.user_id)))
+
+
+def watermark_of(workspace: Workspace, user_id: str) -> int:
+    """The `seq` of the user's newest interaction a compile learns from (0 if none)."""
+    rows = workspace.store.query(
+        f"SELECT coalesce(max(seq), 0) FROM interactions WHERE user_id = ? AND {_NEW}", [user_id]
+    )
+    return int(rows[0][0])
+
+
+def compile_planned(workspace: Workspace, plan: CompilePlan, *, retries: int = 2) -> tuple[CompileResult, int]:
+    """One planned compile in this thread: the optimizer retried up to `retries` times (`run_jobs`), then one
+    commit, so a retry never makes two versions; returns the result and the attempts. All attempts failed:
+    `CompileJobError`."""
+    watermark = watermark_of(workspace, plan.user_id)  # read before the optimizer: later rows are new next time
+    job = Job(plan.user_id, optimize_plan, (workspace, plan))
+    outcome = next(run_jobs(InlineRunner(), [job], retries=retries))
+    if not outcome.ok:
+        raise CompileJobError(outcome.error or "failed", outcome.attempts)
+    return commit(workspace, plan, outcome.value, watermark), outcome.attempts
 
 
 def snapshot_of(workspace: Workspace, plan: CompilePlan) -> Snapshot:
@@ -305,8 +291,9 @@ def compile_all(
     jobs = _jobs(workspace, candidates, options, runner, setup or WorkerSetup(workspace.settings), report, plans)
     # A backlog of twice the workers keeps them busy while the driver commits (a thread pool or Ray queues it);
     # under a budget, only `workers` are in flight, so at most that many start past it.
-    backlog = runner.workers if budget != Budget() else 2 * runner.workers
-    for outcome in run_jobs(runner, jobs, retries=retries, more=more, in_flight=backlog):
+    limited = budget != Budget()
+    backlog = runner.workers if limited else 2 * runner.workers
+    for outcome in run_jobs(runner, jobs, retries=retries, more=more, in_flight=backlog, overlap=not limited):
         _record(workspace, report, plans.pop(outcome.key), outcome)
         progress.done(outcome.key, outcome.key not in report.failed)
     for candidate in candidates:
@@ -336,52 +323,3 @@ def _record(workspace: Workspace, report: FanoutReport, planned: tuple[CompilePl
         report.failed[outcome.key] = f"{type(exc).__name__}: {exc}"
     finally:
         report.write_seconds += time.perf_counter() - began
-
-
-def compile_everyone(
-    workspace: Workspace,
-    options: CompileOptions,
-    *,
-    runner: str | None = None,
-    workers: int | None = None,
-    min_new: int | None = None,
-    retries: int | None = None,
-    budget: Budget | None = None,
-    console: Console | None = None,
-) -> FanoutReport:
-    """`persona-agent compile --all`: every selected user on the chosen runner (defaults: the settings), with
-    a Rich progress bar."""
-    settings = workspace.settings
-    chosen = make_runner(
-        runner or settings.compile_runner, workers or settings.compile_fanout_workers, address=settings.ray_address
-    )
-    try:
-        with RichProgress(console) as progress:
-            return compile_all(
-                workspace,
-                options,
-                chosen,
-                min_new=min_new or settings.compile_min_new_interactions,
-                retries=settings.compile_retries if retries is None else retries,
-                budget=budget,
-                progress=progress,
-            )
-    finally:
-        chosen.close()
-
-
-def report_table(report: FanoutReport) -> Table:
-    """One row per user: the version made, LM calls, tokens, attempts; or why it failed or was skipped."""
-    table = Table(title=f"Compiled {len(report.compiled)}, failed {len(report.failed)}", title_justify="left")
-    for column in ("user", "result", "LM calls", "tokens", "attempts"):
-        table.add_column(column)
-    for r in report.compiled:
-        made = f"v{r.version} (from v{r.parent})" + (" live" if r.promoted else "") if r.changed else "unchanged"
-        calls, tokens = str(r.usage.get("calls", "")), str(r.usage.get("total_tokens", ""))
-        table.add_row(r.user_id, made, calls, tokens, str(report.attempts.get(r.user_id, 1)))
-    for user, error in report.failed.items():
-        table.add_row(user, f"[red]failed[/red]: {error}", "", "", str(report.attempts.get(user, "")))
-    for user, reason in report.skipped.items():
-        table.add_row(user, f"[yellow]skipped[/yellow]: {reason}", "", "", "")
-    table.caption = f"{report.lm_calls} LM calls, {report.tokens} tokens, {report.seconds:.1f} s"
-    return table

@@ -23,7 +23,17 @@ from typing import Any, Literal, Protocol
 from persona_agent.core.errors import ConfigError, InvalidInputError
 
 RunnerName = Literal["local", "ray"]
-__all__ = ["Job", "JobOutcome", "LocalRunner", "RayRunner", "Runner", "RunnerName", "make_runner", "run_jobs"]
+__all__ = [
+    "InlineRunner",
+    "Job",
+    "JobOutcome",
+    "LocalRunner",
+    "RayRunner",
+    "Runner",
+    "RunnerName",
+    "make_runner",
+    "run_jobs",
+]
 
 
 @dataclass
@@ -92,6 +102,28 @@ class LocalRunner:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class InlineRunner:
+    """Runs each job in the calling thread as it is submitted: one at a time, with `run_jobs`' retries (the
+    service's compile jobs, each already on a thread of its own)."""
+
+    name = "local"
+    workers = 1
+
+    def submit(self, job: Job) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(job.fn(*job.args))
+        except Exception as exc:  # reported by `wait`, then retried or returned as the job's error
+            future.set_exception(exc)
+        return future
+
+    def wait(self, handles: list[Future]) -> list[tuple[Future, Any, BaseException | None]]:
+        return [(f, None if f.exception() else f.result(), f.exception()) for f in handles]
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def _import_ray() -> Any:
@@ -165,10 +197,12 @@ def run_jobs(
     retries: int = 2,
     more: Callable[[], bool] = lambda: True,
     in_flight: int | None = None,
+    overlap: bool = True,
 ) -> Iterator[JobOutcome]:
     """Run jobs with at most `in_flight` (default: the runner's workers) at once and yield each outcome in the
     driver as it finishes. A failed attempt is resubmitted up to `retries` times. New jobs are taken from
-    `jobs` lazily, only while `more()` says so (a budget), so a long selection is never held in memory whole."""
+    `jobs` lazily, only while `more()` says so (a budget), so a long selection is never held in memory whole;
+    with `overlap`, free workers get new jobs before the driver handles the finished ones."""
     limit = in_flight or runner.workers
     source = iter(jobs)
     pending: dict[Any, Job] = {}
@@ -189,7 +223,8 @@ def run_jobs(
                 pending[runner.submit(job)] = job
             else:
                 finished.append(JobOutcome(job.key, None, _describe(error), job.attempts, errors.pop(job.key)))
-        _refill(runner, source, pending, limit, more)  # workers go on while the driver handles the outcomes
+        if overlap:  # workers go on while the driver handles the outcomes (off: `more` sees them first)
+            _refill(runner, source, pending, limit, more)
         yield from finished
 
 

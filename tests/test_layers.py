@@ -37,6 +37,7 @@ ENTRY = (
     "runners",
     "fanout",
     "fanout_worker",
+    "fanout_report",
 )
 LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import its own layer and those below
     ("persona_agent.core",),

@@ -1,7 +1,9 @@
 """Background compile jobs: planned (and validated) at once, run in worker threads off the event loop.
 
 A job is planned in the request (bad input is a 422 before any job exists, and the response carries the
-estimate), then runs in a small thread pool carrying the request's context. Job records are kept in memory
+estimate), then runs in a small thread pool carrying the request's context (`compile_workers` at once). Its
+optimizer is retried up to `compile_retries` times (`persona_agent.fanout.compile_planned`), then the result is
+committed once, so a retry never makes a second version; `attempts` says how many it took. Job records are kept in memory
 (the latest `keep` finished ones); `forget` drops a user's jobs, and a compile that is still running for a
 forgotten user discards its result (see `persona_agent.compiling`).
 """
@@ -18,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from persona_agent.compiling import CompileOptions, CompilePlan, plan_compile, run_compile
+from persona_agent.compiling import CompileOptions, CompilePlan, plan_compile
+from persona_agent.fanout import CompileJobError, compile_planned
 from persona_agent.service.limits import QuotaExceededError
 from persona_agent.workspace import Workspace
 
@@ -45,13 +48,15 @@ class Job(BaseModel):
     estimate: dict[str, Any]
     result: dict[str, Any] | None = None
     error: str | None = None
+    attempts: int = 0
 
 
 class JobManager:
     """Compile jobs of one workspace. Thread-safe; `forget(user)` is registered with the workspace."""
 
-    def __init__(self, workspace: Workspace, *, workers: int = 1, keep: int = 1000) -> None:
+    def __init__(self, workspace: Workspace, *, workers: int = 1, keep: int = 1000, retries: int | None = None) -> None:
         self.workspace = workspace
+        self.retries = workspace.settings.compile_retries if retries is None else retries
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="persona-compile")
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._keep = keep
@@ -87,11 +92,15 @@ class JobManager:
     def _run(self, job_id: str, plan: CompilePlan) -> None:
         self._update(job_id, status="running", started_at=_now())
         try:
-            result = run_compile(self.workspace, plan)
-        except Exception as exc:  # recorded on the job: the service stays up
-            self._update(job_id, status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+            result, attempts = compile_planned(self.workspace, plan, retries=self.retries)
+        except CompileJobError as exc:  # every attempt failed: the last error, as `TypeName: message`
+            self._update(job_id, status="failed", finished_at=_now(), error=str(exc), attempts=exc.attempts)
             return
-        self._update(job_id, status="succeeded", finished_at=_now(), result=result.model_dump(mode="json"))
+        except Exception as exc:  # the commit failed (recorded on the job: the service stays up)
+            self._update(job_id, status="failed", finished_at=_now(), error=f"{type(exc).__name__}: {exc}", attempts=1)
+            return
+        done = result.model_dump(mode="json")
+        self._update(job_id, status="succeeded", finished_at=_now(), result=done, attempts=attempts)
 
     def get(self, job_id: str) -> Job | None:
         with self._lock:

@@ -13,6 +13,7 @@ from persona_agent.core.errors import InvalidInputError
 from persona_agent.fanout import Budget, compile_all, select_users
 from persona_agent.fanout_worker import WorkerSetup
 from persona_agent.runners import Job, LocalRunner, make_runner, run_jobs
+from persona_agent.service.jobs import JobManager
 from persona_agent.testing import ScriptedLM
 from tests.support import ANSWER, CONCISE, REACT, history, make_workspace, persona_script
 
@@ -151,3 +152,18 @@ def test_ray_runner_in_local_mode_compiles_once_and_retries_a_killed_worker(work
     finally:
         runner.close()
     assert again.compiled == [] and again.attempts == {}
+
+
+def test_service_jobs_retry_the_optimizer_and_commit_once(workspace):
+    jobs = JobManager(workspace, workers=2, retries=2)
+    try:
+        flaky = jobs.submit("flaky", CompileOptions(n=2))
+        bad = jobs.submit("bad", CompileOptions(n=2))
+        jobs.shutdown(wait=True)
+    finally:
+        jobs.shutdown(wait=False)
+    flaky, bad = jobs.get(flaky.id), jobs.get(bad.id)
+    assert (flaky.status, flaky.attempts, flaky.result["version"]) == ("succeeded", 2, 1)
+    assert [r.version for r in workspace.registry.history("flaky")] == [0, 1]  # the retry made no second version
+    assert (bad.status, bad.attempts) == ("failed", 3) and "the LM refused user bad" in bad.error
+    assert [r.version for r in workspace.registry.history("bad")] == [0]
