@@ -23,6 +23,7 @@ from typing import Any
 from persona_agent.compiling import CompileOptions, CompilePlan, CompileResult, plan_compile, run_compile
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError
 from persona_agent.fanout_worker import Optimized, Snapshot, WorkerSetup, optimize_plan, optimize_snapshot
+from persona_agent.optimizers.budget import Budget
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.saved import program_document
 from persona_agent.runners import InlineRunner, Job, JobOutcome, Runner, run_jobs
@@ -74,27 +75,13 @@ class Candidate:
     watermark: int
 
 
-@dataclass(frozen=True)
-class Budget:
-    """A total across the fan-out: once spent, no new user starts (those in flight finish)."""
-
-    max_lm_calls: int | None = None
-    max_tokens: int | None = None
-    max_seconds: float | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("max_lm_calls", "max_tokens", "max_seconds"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise InvalidInputError(name, value, "must be positive")
-
-    def spent(self, calls: int, tokens: int, seconds: float) -> str | None:
-        """The first limit reached, by name, or None."""
-        for name, used in (("max_lm_calls", calls), ("max_tokens", tokens), ("max_seconds", seconds)):
-            limit = getattr(self, name)
-            if limit is not None and used >= limit:
-                return name
-        return None
+def spent(budget: Budget, calls: int, tokens: int, seconds: float) -> str | None:
+    """The first limit of a fan-out's total `budget` reached, by name, or None (no new user starts then)."""
+    for name, used in (("max_lm_calls", calls), ("max_tokens", tokens), ("max_seconds", seconds)):
+        limit = getattr(budget, name)
+        if limit is not None and used >= limit:
+            return name
+    return None
 
 
 @dataclass
@@ -109,10 +96,7 @@ class FanoutReport:
     tokens: int = 0
     seconds: float = 0.0
     write_seconds: float = 0.0
-    optimize_seconds: float = 0.0
-    """From the start to the last worker's finish: the workers' throughput, apart from the driver's writes."""
     stopped_by: str | None = None
-    started_at: float = field(default_factory=time.time, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,7 +108,6 @@ class FanoutReport:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 3),
             "write_seconds": round(self.write_seconds, 3),
-            "optimize_seconds": round(self.optimize_seconds, 3),
             "stopped_by": self.stopped_by,
         }
 
@@ -285,7 +268,7 @@ def compile_all(
     plans: dict[str, tuple[CompilePlan, int]] = {}
 
     def more() -> bool:
-        report.stopped_by = budget.spent(report.lm_calls, report.tokens, time.perf_counter() - started)
+        report.stopped_by = spent(budget, report.lm_calls, report.tokens, time.perf_counter() - started)
         return report.stopped_by is None
 
     jobs = _jobs(workspace, candidates, options, runner, setup or WorkerSetup(workspace.settings), report, plans)
@@ -312,7 +295,6 @@ def _record(workspace: Workspace, report: FanoutReport, planned: tuple[CompilePl
         report.failed[outcome.key] = outcome.error or "failed"
         return
     optimized: Optimized = outcome.value
-    report.optimize_seconds = max(report.optimize_seconds, optimized.finished_at - report.started_at)
     usage = optimized.trace.get("usage", {})
     report.lm_calls += int(usage.get("calls", 0))
     report.tokens += int(usage.get("total_tokens", 0))

@@ -37,7 +37,6 @@ class Optimized:
     persona_text: str | None
     trace: dict[str, Any]
     seconds: float
-    finished_at: float = 0.0  # wall clock (time.time) when the worker finished: the fan-out's own throughput
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def _optimized(user_id: str, compiled: Any, started: float) -> Optimized:
     persona = getattr(compiled, "persona", None)
     trace = dict(getattr(compiled, "alignment_trace", {}) or {})
     text = persona.text if persona is not None else None
-    return Optimized(user_id, text, trace, time.perf_counter() - started, time.time())
+    return Optimized(user_id, text, trace, time.perf_counter() - started)
 
 
 _PARTS: dict[tuple[str, ...], tuple[dspy.BaseLM, Embedder, Settings]] = {}
