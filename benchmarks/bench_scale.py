@@ -14,7 +14,8 @@ users) and end to end (`users_per_minute`: `compile_all`, the driver committing 
 per second, MLflow on sqlite here, are the end-to-end ceiling).
 
 Ray runs locally with `num_cpus` = this machine's cores and each task reserving cores/workers CPUs (the tasks
-wait on the LM, as with a hosted model); its worker processes are started before timing (a warm-up task each).
+wait on the LM, as with a hosted model); its worker processes are started and warmed before timing (one
+untimed compile job each).
 Ray workers embed the snapshot's interactions with a hashing embedder defined here, so sixteen processes do not
 each load MiniLM (the scripted agent never searches memory; the driver's store uses the real embedder).
 """
@@ -90,14 +91,6 @@ def hash_embedder() -> HashEmbedder:
     return HashEmbedder()
 
 
-def _warm(_: int) -> int:
-    """Start a Ray worker process and import the compile worker there (not timed)."""
-    import persona_agent.fanout_worker  # noqa: F401
-
-    time.sleep(1.0)
-    return os.getpid()
-
-
 def add_users(workspace: Workspace, prefix: str, count: int) -> list[str]:
     users = [f"{prefix}-{i:03d}" for i in range(count)]
     records = [(user, {"query": f"question {j} from {user}", "response": "ok"}) for user in users for j in range(3)]
@@ -105,22 +98,27 @@ def add_users(workspace: Workspace, prefix: str, count: int) -> list[str]:
     return users
 
 
-def make_runner(name: str, workers: int, cores: int):
+def optimizer_jobs(workspace: Workspace, runner, users: list[str], setup: WorkerSetup) -> list[Job]:
+    """The optimizer jobs `compile_all` would run for these users, planned up front."""
+    plans = [plan_compile(workspace, user, CompileOptions()) for user in users]
+    if runner.name == "local":
+        return [Job(p.user_id, optimize_plan, (workspace, p)) for p in plans]
+    return [Job(p.user_id, optimize_snapshot, (snapshot_of(workspace, p), setup)) for p in plans]
+
+
+def make_runner(name: str, workers: int, cores: int, workspace: Workspace, setup: WorkerSetup):
+    """A runner; Ray's worker processes are started and warmed (one real job each, untimed) first."""
     if name == "local":
         return LocalRunner(workers)
     runner = RayRunner(workers, num_cpus=cores, cpus_per_job=cores / workers)
-    list(run_jobs(runner, [Job(str(i), _warm, (i,)) for i in range(workers)], in_flight=workers))
+    warm = optimizer_jobs(workspace, runner, add_users(workspace, f"warm-w{workers}", workers), setup)
+    list(run_jobs(runner, warm, in_flight=workers))
     return runner
 
 
 def workers_only(workspace: Workspace, runner, users: list[str], setup: WorkerSetup) -> float:
-    """Users per minute through the runner alone: the same optimizer jobs as `compile_all`, nothing committed
-    (planned up front, so the driver only collects)."""
-    plans = [plan_compile(workspace, user, CompileOptions()) for user in users]
-    if runner.name == "local":
-        jobs = [Job(p.user_id, optimize_plan, (workspace, p)) for p in plans]
-    else:
-        jobs = [Job(p.user_id, optimize_snapshot, (snapshot_of(workspace, p), setup)) for p in plans]
+    """Users per minute through the runner alone: the same optimizer jobs as `compile_all`, nothing committed."""
+    jobs = optimizer_jobs(workspace, runner, users, setup)
     started = time.perf_counter()
     done = sum(o.ok for o in run_jobs(runner, jobs, retries=0))
     return round(60 * done / (time.perf_counter() - started), 1)
@@ -129,8 +127,8 @@ def workers_only(workspace: Workspace, runner, users: list[str], setup: WorkerSe
 def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, cores: int) -> dict:
     users = add_users(workspace, f"{name}-w{workers}", per_worker * workers)
     alone = add_users(workspace, f"{name}-alone-w{workers}", per_worker * workers)
-    runner = make_runner(name, workers, cores)
     setup = WorkerSetup(workspace.settings, lm=scripted_lm, embedder=hash_embedder)
+    runner = make_runner(name, workers, cores, workspace, setup)
     try:
         workers_per_minute = workers_only(workspace, runner, alone, setup)
         started = time.perf_counter()
