@@ -25,7 +25,9 @@ def evidence(lm: str, vote: str, prior: str) -> Evidence:
 
 
 def test_fit_moves_to_the_evidence_that_predicts_this_user():
-    records = [(evidence("politics", "sports", "travel"), "sports")] * 3 + [(evidence("travel", "travel", "sports"), "travel")]
+    records = [(evidence("politics", "sports", "travel"), "sports")] * 3 + [
+        (evidence("travel", "travel", "sports"), "travel")
+    ]
     fit = fit_weights(records, EvidenceWeights())
     assert fit.weights.vote > fit.weights.lm > 0 and fit.score == 1.0 and fit.baseline_score == 0.25
     floor = fit_weights(records, EvidenceWeights(), use_lm=False)
@@ -37,7 +39,7 @@ def test_fit_drops_the_evidence_that_misleads_and_keeps_ties_at_the_current_weig
     fit = fit_weights(records, EvidenceWeights(lm=1.0, vote=0.5, prior=0.5))
     assert fit.weights.lm > 0 and fit.weights.vote == fit.weights.prior == 0
     # no LM, and memory says nothing either way: the current weights stay
-    flat = Evidence(LABELS, {x: 1 / 3 for x in LABELS}, {x: 1 / 3 for x in LABELS}, {x: 1 / 3 for x in LABELS})
+    flat = Evidence(LABELS, dict.fromkeys(LABELS, 1 / 3), dict.fromkeys(LABELS, 1 / 3), dict.fromkeys(LABELS, 1 / 3))
     current = EvidenceWeights(lm=0.0, vote=1.0, prior=0.5)
     assert fit_weights([(flat, "sports")], current, use_lm=False).weights == current
     with pytest.raises(ValueError):

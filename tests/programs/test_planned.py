@@ -163,5 +163,5 @@ def test_mode_and_weights_are_saved_in_the_state(store, tmp_path):
     state["persona_agent"] = {"user_id": "alice", "persona": None}
     old = PersonaAgent(CategorizeArticle, user_id="alice", store=store).load_state(state)
     assert old.mode == "auto" and old.evidence_weights == EvidenceWeights()
-    with pytest.raises(InvalidInputError, match="evidence_weights.vote"):
+    with pytest.raises(InvalidInputError, match=r"evidence_weights\.vote"):
         EvidenceWeights(lm=1.0, vote=-1.0)
