@@ -44,7 +44,9 @@ from persona_agent.evaluation.errors import EvalRunMismatchError
 from persona_agent.evaluation.persist import ResultLog, Row, StateCache, latest_rows
 from persona_agent.evaluation.plan import FORMAT, METHODS_BY_NAME, MethodSpec
 from persona_agent.evaluation.run_config import RunConfig, sample_users
-from persona_agent.evaluation.user_run import RunState, UserRun, alignment_examples, item_time, memory_items
+from persona_agent.evaluation.run_state import RunState, item_time, memory_items
+from persona_agent.evaluation.user_run import UserRun
+from persona_agent.evaluation.user_setup import alignment_examples
 from persona_agent.lm.models import adapter_for, is_local, make_lm
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.knowledge import KnowledgeBase
