@@ -61,6 +61,22 @@ def check_split(queries_per_user: int, min_profile: int) -> None:
         raise InvalidInputError("min_profile", min_profile, "must be >= 0")
 
 
+def _timeline(rows: list[RawItem]) -> list[Item]:
+    """A user's time-sorted rows as items; `order` is the dense rank of the timestamp (ties simultaneous)."""
+    ranks = {ts: rank for rank, ts in enumerate(sorted({r.timestamp for r in rows}))}
+    return [
+        Item(
+            id=r.item_id,
+            input=r.input,
+            output=r.output,
+            order=ranks[r.timestamp],
+            timestamp=r.timestamp,
+            fields=r.fields,
+        )
+        for r in rows
+    ]
+
+
 def assemble_dataset(
     task: TaskSpec,
     source: str,
@@ -84,18 +100,7 @@ def assemble_dataset(
         if len(rows) < queries_per_user + min_profile:
             skipped["too_few_items"] += 1
             continue
-        ranks = {ts: rank for rank, ts in enumerate(sorted({r.timestamp for r in rows}))}
-        timeline = [
-            Item(
-                id=r.item_id,
-                input=r.input,
-                output=r.output,
-                order=ranks[r.timestamp],
-                timestamp=r.timestamp,
-                fields=r.fields,
-            )
-            for r in rows
-        ]
+        timeline = _timeline(rows)
         user = EvalUser(
             user_id=user_id,
             task=task.name,
