@@ -17,16 +17,8 @@ from pathlib import Path
 
 from persona_agent.core.errors import DatasetFormatError
 from persona_agent.core.lamp import require_file
-from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_3
-from persona_agent.evaluation.builders import (
-    DEFAULT_MIN_PROFILE,
-    DEFAULT_QUERIES_PER_USER,
-    RawItem,
-    assemble_dataset,
-    check_split,
-    data_path,
-)
+from persona_agent.evaluation.builders import LampBuilder, RawItem
 
 REVIEWS_FILE = "amazon-musical-instruments/Musical_instruments_reviews.csv"
 _COLUMNS = ("reviewerID", "asin", "reviewText", "overall", "unixReviewTime")
@@ -43,15 +35,9 @@ def rating_label(raw: str) -> str | None:
     return str(int(value))
 
 
-def build_amazon_ratings(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-3 from Amazon Musical Instruments: per reviewer, predict the star rating of a review text."""
-    check_split(queries_per_user, min_profile)
-    path = require_file(data_path(data_dir) / REVIEWS_FILE)
+def read_reviews(root: Path) -> tuple[list[RawItem], int, Counter[str]]:
+    """Every review with text as a row (user = reviewerID, input = text, output = rating), reviews read, drops."""
+    path = require_file(root / REVIEWS_FILE)
     dropped: Counter[str] = Counter()
     rows: list[RawItem] = []
     read = 0
@@ -92,12 +78,8 @@ def build_amazon_ratings(
                     },
                 )
             )
-    return assemble_dataset(
-        LAMP_3,
-        "Amazon Musical Instruments 5-core reviews",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+    return rows, read, dropped
+
+
+# LaMP-3 from Amazon Musical Instruments: per reviewer, predict the star rating of a review text.
+build_amazon_ratings = LampBuilder(LAMP_3, "Amazon Musical Instruments 5-core reviews", read_reviews)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -128,3 +128,38 @@ def assemble_dataset(
         kept_users_with_at_least=count_at_least([u.n_items for u in users]),
     )
     return EvalDataset(task=task.name, users=tuple(users), report=report)
+
+
+Extract = Callable[[Path], tuple[list[RawItem], int, Counter[str]]]
+"""Reads a source's files under the data folder: its usable rows, the records read, drop counts by reason."""
+
+
+@dataclass(frozen=True)
+class LampBuilder:
+    """A LaMP task's dataset from one source, called as `build(data_dir, queries_per_user=, min_profile=)`.
+
+    Every builder does the same around its own reading (`extract`): check the split before any file is read,
+    resolve the data folder (`data_path`), then assemble the users (`assemble_dataset`)."""
+
+    task: TaskSpec
+    source: str  # named in the build report
+    extract: Extract
+
+    def __call__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        queries_per_user: int = DEFAULT_QUERIES_PER_USER,
+        min_profile: int = DEFAULT_MIN_PROFILE,
+    ) -> EvalDataset:
+        check_split(queries_per_user, min_profile)
+        rows, read, dropped = self.extract(data_path(data_dir))
+        return assemble_dataset(
+            self.task,
+            self.source,
+            rows,
+            records_read=read,
+            records_dropped=dropped,
+            queries_per_user=queries_per_user,
+            min_profile=min_profile,
+        )

@@ -24,16 +24,8 @@ from pathlib import Path
 
 from persona_agent.core.errors import DatasetFormatError
 from persona_agent.core.lamp import require_file
-from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_2M, MOVIE_TAGS
-from persona_agent.evaluation.builders import (
-    DEFAULT_MIN_PROFILE,
-    DEFAULT_QUERIES_PER_USER,
-    RawItem,
-    assemble_dataset,
-    check_split,
-    data_path,
-)
+from persona_agent.evaluation.builders import LampBuilder, RawItem, data_path
 
 TAGS_FILE = "movielens10m-tags/tags.dat"
 TITLES_FILE = "movielens10m-tags/movies.dat"
@@ -161,15 +153,8 @@ def read_titles(data_dir: Path | str | None = None) -> dict[int, str]:
     return titles
 
 
-def build_movielens_tags(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-2M from MovieLens-10M: per user, tag a movie description with one of LaMP's 15 tags."""
-    check_split(queries_per_user, min_profile)
-    root = data_path(data_dir)
+def read_tag_rows(root: Path) -> tuple[list[RawItem], int, Counter[str]]:
+    """Every usable tag application as a row (input = description, output = LaMP tag), lines read, drops."""
     tags_path = require_file(root / TAGS_FILE)
     descriptions = read_descriptions(root)
     titles = read_titles(root)
@@ -212,12 +197,8 @@ def build_movielens_tags(
                 },
             )
         )
-    return assemble_dataset(
-        LAMP_2M,
-        "MovieLens-10M tags + IMDb plots / TMDB overviews",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+    return rows, read, dropped
+
+
+# LaMP-2M from MovieLens-10M: per user, tag a movie description with one of LaMP's 15 tags.
+build_movielens_tags = LampBuilder(LAMP_2M, "MovieLens-10M tags + IMDb plots / TMDB overviews", read_tag_rows)
