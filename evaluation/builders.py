@@ -8,16 +8,18 @@ are the queries; a user is kept only if at least `min_profile` items lie strictl
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import ConfigError, InvalidInputError
+from persona_agent.core.errors import ConfigError, DatasetFormatError, InvalidInputError
+from persona_agent.core.lamp import require_file
 from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item, count_at_least
 from persona_agent.core.tasks import TaskSpec
 
@@ -52,6 +54,17 @@ def slugify_user_id(name: str) -> str:
     """Lower-case ASCII with runs of anything else turned into '-' ("Dánica Coto" -> "danica-coto")."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+
+
+def csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """A CSV file's records with the row numbers its errors name (row 1 is the header), once the file is found
+    and its header holds `columns`."""
+    with require_file(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetFormatError(path, "header", missing[0], reader.fieldnames, "column missing")
+        yield from enumerate(reader, start=2)
 
 
 def check_split(queries_per_user: int, min_profile: int) -> None:

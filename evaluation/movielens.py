@@ -17,7 +17,6 @@ Input is the description, output the LaMP tag, time the tag's Unix timestamp (se
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from persona_agent.core.errors import DatasetFormatError
 from persona_agent.core.lamp import require_file
 from persona_agent.core.tasks import LAMP_2M, MOVIE_TAGS
-from persona_agent.evaluation.builders import LampBuilder, RawItem, data_path
+from persona_agent.evaluation.builders import LampBuilder, RawItem, csv_rows, data_path
 
 TAGS_FILE = "movielens10m-tags/tags.dat"
 TITLES_FILE = "movielens10m-tags/movies.dat"
@@ -99,15 +98,6 @@ def parse_tag_line(line: str, path: Path | str = TAGS_FILE, line_no: int = 0) ->
     return values[0], values[1], ";".join(parts[2:-1]), values[2]
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    with require_file(path).open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetFormatError(path, "header", missing[0], reader.fieldnames, "column missing")
-        return list(reader)
-
-
 def _int(path: Path, row_no: int, name: str, raw: str) -> int:
     try:
         return int(raw)
@@ -121,18 +111,18 @@ def read_descriptions(data_dir: Path | str | None = None) -> dict[int, tuple[str
     described: dict[int, tuple[str, str]] = {}
     tmdb_path = root / TMDB_FILE
     overviews: dict[int, str] = {}
-    for row_no, row in enumerate(_read_csv(tmdb_path, ("id", "overview")), start=2):
+    for row_no, row in csv_rows(tmdb_path, ("id", "overview")):
         text = " ".join(row["overview"].split())
         if text:
             overviews[_int(tmdb_path, row_no, "id", row["id"])] = text
     links_path = root / LINKS_FILE
-    for row_no, row in enumerate(_read_csv(links_path, ("movieId", "tmdbId")), start=2):
+    for row_no, row in csv_rows(links_path, ("movieId", "tmdbId")):
         if row["tmdbId"].strip():
             overview = overviews.get(_int(links_path, row_no, "tmdbId", row["tmdbId"]))
             if overview:
                 described[_int(links_path, row_no, "movieId", row["movieId"])] = (overview, "tmdb")
     plots_path = root / IMDB_PLOTS_FILE
-    for row_no, row in enumerate(_read_csv(plots_path, ("movieId", "plot")), start=2):
+    for row_no, row in csv_rows(plots_path, ("movieId", "plot")):
         text = " ".join(row["plot"].split())
         if text:  # the IMDb plot wins over the TMDB overview
             described[_int(plots_path, row_no, "movieId", row["movieId"])] = (text, "imdb")
