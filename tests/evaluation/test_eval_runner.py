@@ -298,7 +298,7 @@ def test_a_lost_state_folder_rebuilds_profiles_and_the_report_compares_like_with
 
     first = run("floors,no_alignment", news_lm())
     shutil.rmtree(first.run_dir / "state")
-    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_setup"):
         second = run("floors,no_alignment,persona_agent", news_lm(profile="Follows culture and the arts."))
     results = json.loads(second.results.read_text())
     users = results["users"]
@@ -350,7 +350,7 @@ def test_a_log_cut_after_a_rebuild_gets_the_cached_builds_row_back(tmp_path, cap
     with pytest.raises(InterruptedRunError):
         run("floors,no_alignment,persona_agent", rebuilt, after_row=stop_at_a_profile)
     first.log.write_text(before_rebuild)  # the rebuilt profile's row is cut; its cache stays
-    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_setup"):
         resumed = run("floors,no_alignment,persona_agent", rebuilt)
 
     results = json.loads(resumed.results.read_text())
