@@ -50,6 +50,7 @@ class UserRun:
         program = None if spec.is_floor else self.prep.method(spec)  # setup cost is not the example's
         self.run.status(f"{self.user.key} · {spec.name}")
         tools: list[str] = []
+        mode = None
         started = time.perf_counter()
         with track_usage() as meter:
             try:
@@ -63,6 +64,7 @@ class UserRun:
                     out = program(**{self.setup.input_field: query.input}, as_of=as_of)
                     prediction = str(out[self.setup.output_field])
                     tools = [str(step.get("tool")) for step in (out.get("trajectory") or [])]
+                    mode = out.get("mode")
                 error = None
             except Exception as exc:
                 if fatal(exc):
@@ -81,6 +83,7 @@ class UserRun:
             "prediction": prediction,
             "error": error,
             "tools": tools,
+            "mode": mode,  # the agent's mode as resolved for this answer (react or planned); None for others
             **usage_fields(meter.report()),
             "seconds": round(seconds, 3),
         }

@@ -23,27 +23,44 @@ from persona_agent.evaluation.persist import Row, text_digest
 from persona_agent.evaluation.plan import MethodSpec, TaskSetup, alignment_metric
 from persona_agent.evaluation.run_state import RunState, describe, fatal, item_time, memory_items, usage_fields
 from persona_agent.optimizers.copro import DEPTH as COPRO_DEPTH
+from persona_agent.optimizers.evidence_fit import evidence_records, fit_weights
 from persona_agent.optimizers.factory import optimizer_for
-from persona_agent.programs import Persona, ProfileBuilder, init_persona, make_method
+from persona_agent.optimizers.simulation import Simulation
+from persona_agent.programs import Persona, PersonaAgent, ProfileBuilder, init_persona, make_method
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.stores.memory import MemoryStore
 
 logger = logging.getLogger(__name__)
 
 
-def alignment_examples(user: EvalUser, setup: TaskSetup, n: int, *, as_of_input: bool = False) -> list[dspy.Example]:
-    """The n items just before the first query as examples, each simulated at its own time (`as_of`).
+CHECK_N = 6  # held-out earlier items a planned alignment is checked on (and its evidence weights fitted on)
+
+
+def alignment_examples(
+    user: EvalUser, setup: TaskSetup, n: int, *, as_of_input: bool = False, skip_last: int = 0
+) -> list[dspy.Example]:
+    """The n items just before the first query (after leaving out the `skip_last` latest) as examples, each
+    simulated at its own time (`as_of`), so nothing after an item's time is visible to it.
 
     PersonaAligner and GEPA pass an example's `as_of` to the agent themselves. COPRO scores through DSPy's
     `Evaluate`, which calls the program with `example.inputs()` only, so for it `as_of` must be an input:
     otherwise its simulations search the whole memory, the simulated item itself included.
     """
     inputs = (setup.input_field, "as_of") if as_of_input else (setup.input_field,)
+    items = user.first_alignment_batch(n + skip_last)
     return [
         dspy.Example({setup.input_field: it.input, setup.output_field: it.output, "as_of": item_time(it)}).with_inputs(
             *inputs
         )
-        for it in user.first_alignment_batch(n)
+        for it in items[: len(items) - skip_last]
     ]
+
+
+def checked_split(
+    user: EvalUser, setup: TaskSetup, n: int, check_n: int
+) -> tuple[list[dspy.Example], list[dspy.Example]]:
+    """(batch, held-out): the latest n items before the first query, and the `check_n` just before those."""
+    return alignment_examples(user, setup, n), alignment_examples(user, setup, check_n, skip_last=n)
 
 
 def _records_build(row: Row, entry: dict[str, Any]) -> bool:
@@ -69,6 +86,7 @@ class UserSetup:
         self.profile_text: str | None = None
         self.personas: dict[str, Persona] = {}
         self.programs: dict[str, dspy.Module] = {}
+        self.weights: dict[str, EvidenceWeights] = {}  # a planned alignment's fitted evidence weights
 
     def open_memory(self) -> None:
         store = MemoryStore(":memory:", embedder=self.run.embedder)
@@ -182,14 +200,14 @@ class UserSetup:
             self.personas["initial"] = init_persona(self.user.user_id, self.profile_text)
         if spec.persona == "initial":
             return self.personas["initial"]
-        strategy = spec.strategy or "persona_aligner"
+        strategy = spec.alignment_key
         if strategy in self.personas:
             return self.personas[strategy]
         alignments = self.state.setdefault("alignments", {})
         cached = alignments.get(strategy)
         fresh = cached is None
         if fresh:
-            cached = self._align(strategy)
+            cached = self._align(spec)
             alignments[strategy] = cached
             self.run.state.save(self.user.user_id, self.state)
         persona = Persona.from_dict(cached["persona"])
@@ -204,19 +222,42 @@ class UserSetup:
             **({"persona_check": trace["persona_check"]} if "persona_check" in trace else {}),
         )
         self.personas[strategy] = persona
+        if cached.get("evidence_weights"):
+            self.weights[strategy] = EvidenceWeights.from_dict(cached["evidence_weights"])
         return persona
 
-    def _align(self, strategy: str) -> dict[str, Any]:
-        """Align the initial persona with one strategy; a non-fatal failure falls back to it, its error kept."""
-        self.run.status(f"{self.user.key} · align:{strategy}")
+    def _compile(self, spec: MethodSpec, log_dir: str) -> PersonaAgent:
+        """The strategy's compile of the initial persona. The planned agent's is PersonaAligner checked on the
+        `CHECK_N` earlier items (kept only if strictly better there), its evidence weights fitted on them."""
+        strategy = spec.strategy or "persona_aligner"
+        if spec.mode == "planned":
+            student = self.program("planned", self.personas["initial"])
+            trainset, valset = checked_split(self.user, self.setup, self.config.align_n, CHECK_N)
+            optimizer = optimizer_for(
+                strategy,
+                metric=alignment_metric(self.setup.task),
+                n=self.config.align_n,
+                iterations=self.config.align_iterations,
+                accept="improve",
+                max_lm_calls=self.config.align_budget,
+                num_threads=self.run.align_threads,
+            )
+            return optimizer.compile(student, trainset=trainset, valset=valset or None)
         student = self.program("persona_agent", self.personas["initial"])
         trainset = alignment_examples(self.user, self.setup, self.config.align_n, as_of_input=strategy == "copro")
+        return self._optimizer(strategy, log_dir).compile(student, trainset=trainset)
+
+    def _align(self, spec: MethodSpec) -> dict[str, Any]:
+        """Align the initial persona with one strategy; a non-fatal failure falls back to it, its error kept."""
+        self.run.status(f"{self.user.key} · align:{spec.alignment_key}")
+        weights = None
         with tempfile.TemporaryDirectory(prefix="eval-align-") as log_dir:
             started = time.perf_counter()
             with track_usage() as meter:
                 try:
-                    compiled = self._optimizer(strategy, log_dir).compile(student, trainset=trainset)
+                    compiled = self._compile(spec, log_dir)
                     persona, trace, error = compiled.persona, compiled.alignment_trace, None
+                    weights = compiled.evidence_weights.to_dict() if spec.mode == "planned" else None
                 except Exception as exc:
                     if fatal(exc):
                         raise
@@ -226,13 +267,31 @@ class UserSetup:
             log_tail = run_log.read_text(encoding="utf-8")[-4000:] if run_log.exists() else ""
         usage = {**usage_fields(meter.report()), "seconds": round(seconds, 3)}
         cached = {"persona": persona.to_dict(), "trace": trace, "error": error, "usage": usage}
+        if weights is not None:
+            cached["evidence_weights"] = weights
         if log_tail:
             cached["log_tail"] = log_tail
         return cached
 
     # -- programs -------------------------------------------------------------------------------------
 
-    def program(self, name: str, persona: Persona | None) -> dspy.Module:
+    def vote_weights(self) -> EvidenceWeights:
+        """The no-LM floor's weights (neighbour vote and label prior), fitted on the same items as the planned
+        agent's (batch and held-out) from memory alone; cached per user."""
+        cached = self.state.get("vote_weights")
+        if cached is None:
+            examples = alignment_examples(self.user, self.setup, self.config.align_n + CHECK_N)
+            start = EvidenceWeights(lm=0.0, vote=1.0, prior=0.0)
+            agent = self.program("planned_no_persona", None, start)
+            records = evidence_records(
+                Simulation(num_threads=1).simulate(agent, examples, None), self.setup.output_field
+            )
+            cached = fit_weights(records, start, use_lm=False).weights.to_dict() if records else start.to_dict()
+            self.state["vote_weights"] = cached
+            self.run.state.save(self.user.user_id, self.state)
+        return EvidenceWeights.from_dict(cached)
+
+    def program(self, name: str, persona: Persona | None, weights: EvidenceWeights | None = None) -> dspy.Module:
         return make_method(
             name,
             self.setup.signature,
@@ -242,10 +301,16 @@ class UserSetup:
             knowledge=self.run.knowledge if self.setup.knowledge else None,
             k=self.config.k,
             max_iters=self.config.max_iters,
+            evidence_weights=weights,
         )
 
     def method(self, spec: MethodSpec) -> dspy.Module:
         """A method's program, made once per user (its persona's set-up cost goes into a set-up row)."""
         if spec.name not in self.programs:
-            self.programs[spec.name] = self.program(spec.program, self.persona(spec))
+            persona = self.persona(spec)
+            if spec.name == "vote":
+                weights = self.vote_weights()
+            else:
+                weights = self.weights.get(spec.alignment_key) if spec.persona == "aligned" else None
+            self.programs[spec.name] = self.program(spec.program, persona, weights)
         return self.programs[spec.name]
