@@ -71,7 +71,10 @@ def compile_everyone(
     a Rich progress bar."""
     settings = workspace.settings
     chosen = make_runner(
-        runner or settings.compile_runner, workers or settings.compile_fanout_workers, address=settings.ray_address
+        runner or settings.compile_runner,
+        workers or settings.compile_fanout_workers,
+        address=settings.ray_address,
+        cpus_per_job=settings.ray_cpus_per_job,
     )
     try:
         with RichProgress(console) as progress:

@@ -181,12 +181,14 @@ class RayRunner:
             self.ray.shutdown()
 
 
-def make_runner(name: str, workers: int, *, address: str | None = None, num_cpus: int | None = None) -> Runner:
+def make_runner(
+    name: str, workers: int, *, address: str | None = None, num_cpus: int | None = None, cpus_per_job: float = 1.0
+) -> Runner:
     """A runner by name (`local` or `ray`); a bad name or worker count is `InvalidInputError`."""
     if name == "local":
         return LocalRunner(workers)
     if name == "ray":
-        return RayRunner(workers, address=address, num_cpus=num_cpus)
+        return RayRunner(workers, address=address, num_cpus=num_cpus, cpus_per_job=cpus_per_job)
     raise InvalidInputError("runner", name, "must be 'local' or 'ray'")
 
 

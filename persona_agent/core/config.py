@@ -133,6 +133,12 @@ class Settings(BaseSettings):
     ray_address: str | None = Field(
         default=None, description="The Ray cluster the `ray` runner joins (`auto`, `ray://host:10001`); None: local."
     )
+    ray_cpus_per_job: float = Field(
+        default=0.25,
+        gt=0,
+        description="CPUs each `ray` compile task reserves: its LM calls wait on the network, so a fraction packs "
+        "several tasks per core (Ray runs at most cores / this at once, whatever `compile_fanout_workers` says).",
+    )
     local_slots: int = Field(
         default=1,
         gt=0,

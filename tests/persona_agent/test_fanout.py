@@ -138,12 +138,11 @@ def _embedder():
 
 
 def test_ray_runner_in_local_mode_compiles_once_and_retries_a_killed_worker(workspace, monkeypatch):
-    pytest.importorskip("ray")
-    from persona_agent.runners import RayRunner
-
+    pytest.importorskip("ray")  # installed by the `ray` extra, which `all` (CI's install) includes
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("PERSONA_AGENT_TEST_KILL", "1")  # Ray workers inherit the environment
-    runner = RayRunner(workers=2, num_cpus=2)
+    runner = make_runner("ray", 2, num_cpus=2, cpus_per_job=workspace.settings.ray_cpus_per_job)
+    assert runner.cpus_per_job == 0.25  # four tasks a core: they wait on the LM
     setup = WorkerSetup(workspace.settings, lm=fanout_lm, embedder=_embedder)
     try:
         report = compile_all(workspace, CompileOptions(n=2), runner, retries=2, setup=setup)
