@@ -1,7 +1,13 @@
 """Scale benchmark: users compiled per minute by `compile --all`'s fan-out, per runner and worker count.
 
-    python benchmarks/bench_scale.py [--workers 1 2 4 8 16] [--runners local ray] [--per-worker 3]
-        [--latency 0.2] [--out benchmarks/results/bench_scale.json]
+    python benchmarks/bench_scale.py [--part scale|slots|all] [--workers 1 2 4 8 16] [--runners local ray]
+        [--per-worker 3] [--out benchmarks/results/bench_scale.json]
+    BENCH_SCALE_LATENCY=0.2 (seconds per scripted call)
+
+`--part scale` (the default) uses only the scripted LM. `--part slots` runs `bench_slots.py`'s table (the real
+local model with 1, 2 and 4 slots, a prompt-heavy and a generation-heavy call side by side; minutes of CPU) into
+`benchmarks/results/bench_slots.json`; `--part all` runs both. Each part re-renders docs/scale.md's tables from
+the JSON (`scale_report.py`).
 
 The LM is the scripted one (`persona_agent.testing.ScriptedLM`, the PersonaAligner script of the tests) with
 a fixed `--latency` per call (a sleep: a hosted model's network wait), so the figures measure the fan-out, not a
@@ -10,12 +16,12 @@ model. Each run compiles its own fresh users (`--per-worker` x workers, 3 intera
 minute, LM calls per compile, the driver's write throughput (commits per second: registry row, MLflow run,
 promote), and the scaling efficiency (users/min over workers x the 1-worker figure), both for the workers alone
 (`workers_only_per_minute`: the same optimizer jobs through the runner with nothing committed, on other fresh
-users) and end to end (`users_per_minute`: `compile_all`, the driver committing as results arrive; its commits
+users; with the local runner also the process's CPU seconds per compile) and end to end (`users_per_minute`: `compile_all`, the driver committing as results arrive; its commits
 per second, MLflow on sqlite here, are the end-to-end ceiling).
 
 Ray runs locally with `num_cpus` = this machine's cores and each task reserving cores/workers CPUs (the tasks
-wait on the LM, as with a hosted model); its worker processes are started and warmed before timing (one
-untimed compile job each).
+wait on the LM, as with a hosted model); all its worker processes are started and warmed before timing (one
+untimed compile job each, after every process has checked in).
 Ray workers embed the snapshot's interactions with a hashing embedder defined here, so sixteen processes do not
 each load MiniLM (the scripted agent never searches memory; the driver's store uses the real embedder).
 """
@@ -27,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +42,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+import bench_slots
 import numpy as np
+import scale_report
 
 from persona_agent.compiling import CompileOptions, plan_compile
 from persona_agent.core.config import Settings
@@ -106,22 +115,40 @@ def optimizer_jobs(workspace: Workspace, runner, users: list[str], setup: Worker
     return [Job(p.user_id, optimize_snapshot, (snapshot_of(workspace, p), setup)) for p in plans]
 
 
+def warm_worker(folder: str, workers: int, snapshot, setup: WorkerSetup):
+    """A Ray warm-up task: wait until `workers` processes have checked in (a file each in `folder`, so every
+    worker process starts, not only the first to come up), then run one real compile job there."""
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.monotonic() + 300
+    while len(os.listdir(folder)) < workers and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return optimize_snapshot(snapshot, setup)
+
+
 def make_runner(name: str, workers: int, cores: int, workspace: Workspace, setup: WorkerSetup):
-    """A runner; Ray's worker processes are started and warmed (one real job each, untimed) first."""
+    """A runner; Ray's worker processes are all started and warmed (one real job each, untimed) first."""
     if name == "local":
         return LocalRunner(workers)
     runner = RayRunner(workers, num_cpus=cores, cpus_per_job=cores / workers)
-    warm = optimizer_jobs(workspace, runner, add_users(workspace, f"warm-w{workers}", workers), setup)
-    list(run_jobs(runner, warm, in_flight=workers))
+    users = add_users(workspace, f"warm-w{workers}", workers)
+    with tempfile.TemporaryDirectory() as folder:
+        snapshots = [snapshot_of(workspace, plan_compile(workspace, u, CompileOptions())) for u in users]
+        warm = [Job(s.user_id, warm_worker, (folder, workers, s, setup)) for s in snapshots]
+        list(run_jobs(runner, warm, in_flight=workers, retries=0))
+        checked_in = len(os.listdir(folder))
+    if checked_in < workers:
+        raise RuntimeError(f"only {checked_in} of {workers} Ray worker processes started")
     return runner
 
 
-def workers_only(workspace: Workspace, runner, users: list[str], setup: WorkerSetup) -> float:
-    """Users per minute through the runner alone: the same optimizer jobs as `compile_all`, nothing committed."""
+def workers_only(workspace: Workspace, runner, users: list[str], setup: WorkerSetup) -> tuple[float, float | None]:
+    """Users per minute through the runner alone (the same optimizer jobs as `compile_all`, nothing committed),
+    and CPU seconds per compile when the workers are this process's threads."""
     jobs = optimizer_jobs(workspace, runner, users, setup)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     done = sum(o.ok for o in run_jobs(runner, jobs, retries=0))
-    return round(60 * done / (time.perf_counter() - started), 1)
+    per_minute = round(60 * done / (time.perf_counter() - started), 1)
+    return per_minute, round((time.process_time() - cpu) / done, 3) if runner.name == "local" and done else None
 
 
 def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, cores: int) -> dict:
@@ -130,13 +157,15 @@ def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, co
     setup = WorkerSetup(workspace.settings, lm=scripted_lm, embedder=hash_embedder)
     runner = make_runner(name, workers, cores, workspace, setup)
     try:
-        workers_per_minute = workers_only(workspace, runner, alone, setup)
+        workers_per_minute, cpu_per_compile = workers_only(workspace, runner, alone, setup)
         started = time.perf_counter()
         report = compile_all(workspace, CompileOptions(), runner, users=users, retries=0, setup=setup)
         seconds = time.perf_counter() - started
     finally:
         runner.close()
     done = len(report.compiled)
+    prompt = sum(r.usage.get("prompt_tokens", 0) for r in report.compiled)
+    completion = sum(r.usage.get("completion_tokens", 0) for r in report.compiled)
     return {
         "workers_only_per_minute": workers_per_minute,
         "runner": name,
@@ -149,19 +178,27 @@ def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, co
         "users_per_minute": round(60 * done / seconds, 1),
         "lm_calls_per_compile": round(report.lm_calls / done, 2) if done else None,
         "tokens_per_compile": round(report.tokens / done) if done else None,
+        "prompt_tokens_per_compile": round(prompt / done) if done else None,
+        "completion_tokens_per_compile": round(completion / done) if done else None,
+        "cpu_seconds_per_compile": cpu_per_compile,
         "driver_write_seconds": round(report.write_seconds, 2),
         "driver_commits_per_second": round(done / report.write_seconds, 1) if report.write_seconds else None,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--runners", nargs="+", default=["local", "ray"], choices=["local", "ray"])
-    parser.add_argument("--per-worker", type=int, default=3, help="users per worker in each run")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_scale.json")
-    args = parser.parse_args()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def add_ratios(runs: list[dict], first: int) -> None:
+    """Speedup and efficiency (users/min over workers x the smallest run's per-worker figure), per runner."""
+    for run in runs:
+        base = next(r for r in runs if r["runner"] == run["runner"] and r["workers"] == first)
+        ideal = base["users_per_minute"] * run["workers"] / base["workers"]
+        run["speedup"] = round(run["users_per_minute"] / base["users_per_minute"], 2)
+        run["efficiency"] = round(run["users_per_minute"] / ideal, 2)
+        ideal_workers = base["workers_only_per_minute"] * run["workers"] / base["workers"]
+        run["workers_speedup"] = round(run["workers_only_per_minute"] / base["workers_only_per_minute"], 2)
+        run["workers_efficiency"] = round(run["workers_only_per_minute"] / ideal_workers, 2)
+
+
+def run_scale(args: argparse.Namespace, cores: int) -> dict:
     runs: list[dict] = []
     with tempfile.TemporaryDirectory() as home:
         os.environ["PERSONA_AGENT_HOME"] = home
@@ -171,23 +208,21 @@ def main() -> None:
                 for workers in args.workers:
                     runs.append(bench_one(workspace, name, workers, args.per_worker, cores))
                     print(json.dumps(runs[-1]), flush=True)
-    for run in runs:
-        base = next(r for r in runs if r["runner"] == run["runner"] and r["workers"] == min(args.workers))
-        ideal = base["users_per_minute"] * run["workers"] / base["workers"]
-        run["speedup"] = round(run["users_per_minute"] / base["users_per_minute"], 2)
-        run["efficiency"] = round(run["users_per_minute"] / ideal, 2)
-        ideal_workers = base["workers_only_per_minute"] * run["workers"] / base["workers"]
-        run["workers_speedup"] = round(run["workers_only_per_minute"] / base["workers_only_per_minute"], 2)
-        run["workers_efficiency"] = round(run["workers_only_per_minute"] / ideal_workers, 2)
-    result = {
+    add_ratios(runs, min(args.workers))
+    return {
         "benchmark": "bench_scale",
+        "command": "python benchmarks/bench_scale.py " + " ".join(sys.argv[1:]),
         "lm": f"scripted, {LATENCY * 1000:.0f} ms per call",
+        "latency_seconds": LATENCY,
         "options": CompileOptions().model_dump(),
         "machine": {"cores": cores, "python": platform.python_version(), "platform": platform.platform()},
+        "prices": scale_report.prices(),
+        "projection": scale_report.ASSUMPTIONS,
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def print_scale(runs: list[dict]) -> None:
     print("runner  workers  workers-only/min  speedup  efficiency  end-to-end/min  speedup  efficiency  commits/s")
     for r in runs:
         print(
@@ -195,6 +230,25 @@ def main() -> None:
             f"{r['workers_efficiency']:>11} {r['users_per_minute']:>15} {r['speedup']:>8} {r['efficiency']:>11} "
             f"{r['driver_commits_per_second']!s:>10}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=["scale", "slots", "all"], default="scale")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--runners", nargs="+", default=["local", "ray"], choices=["local", "ray"])
+    parser.add_argument("--per-worker", type=int, default=3, help="users per worker in each run")
+    parser.add_argument("--out", type=Path, default=scale_report.RESULTS / "bench_scale.json")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.part in ("scale", "all"):
+        result = run_scale(args, cores)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print_scale(result["runs"])
+    if args.part in ("slots", "all"):
+        bench_slots.main([])  # the real local model: 1, 2, 4 slots into results/bench_slots.json
+    scale_report.update_docs(args.out.parent)
 
 
 if __name__ == "__main__":

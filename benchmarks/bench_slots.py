@@ -2,6 +2,7 @@
 
     python benchmarks/bench_slots.py [--slots 1 2 4] [--callers 4] [--rounds 2]
         [--out benchmarks/results/bench_slots.json]
+    python benchmarks/bench_scale.py --part slots   (the same, then docs/scale.md's slot table re-rendered)
 
 Loads the real offline model (setting `local_slots` = each count in turn, one model at a time). For each count,
 `--callers` threads send requests at once for `--rounds` rounds, of two kinds:
@@ -90,13 +91,13 @@ def run_kind(lm: dspy.LM, kind: str, callers: int, rounds: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     result: dict = {"machine": {"cores": cores, "python": platform.python_version()}, "callers": args.callers}
     result["rounds"], result["runs"] = args.rounds, []
