@@ -145,14 +145,15 @@ def slots_table(slots: dict[str, Any] | None) -> str:
         return f"Not measured yet: `{SLOTS_COMMAND}` (the real local model, minutes) writes it."
     by = {(r["slots"], r["kind"]): r for r in slots["runs"]}
     head = (
-        "| slots | prompt-heavy calls/s | tokens/s | speedup | generation-heavy calls/s | generated tokens/s "
-        "| speedup |\n|---:|---:|---:|---:|---:|---:|---:|"
+        "| slots | prompt-heavy calls/s | tokens/s | cached prompt tokens | speedup | generation-heavy calls/s "
+        "| generated tokens/s | speedup |\n|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = []
     for n in sorted({r["slots"] for r in slots["runs"]}):
         p, g = by[(n, "prompt_heavy")], by[(n, "generation_heavy")]
         rows.append(
-            f"| {n} | {p['calls_per_second']} | {p['tokens_per_second']} | {p['speedup']}x | {g['calls_per_second']} "
+            f"| {n} | {p['calls_per_second']} | {p['tokens_per_second']} | {p['cached_prompt_tokens']:,} "
+            f"| {p['speedup']}x | {g['calls_per_second']} "
             f"| {g['generated_tokens_per_second']} | {g['speedup']}x |"
         )
     return "\n".join([head, *rows])
