@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager, nullcontext
-from contextvars import copy_context
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +47,7 @@ from persona_agent.evaluation.run_state import RunState, item_time, memory_items
 from persona_agent.evaluation.user_run import UserRun
 from persona_agent.evaluation.user_setup import alignment_examples
 from persona_agent.lm.models import adapter_for, is_local, make_lm
+from persona_agent.runners import Job, LocalRunner
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.knowledge import KnowledgeBase
 
@@ -281,13 +280,16 @@ def _run_users(run: RunState, work: Work, workers: int) -> None:
         for user, items in work:
             UserRun(run, user, items)()
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval-user") as pool:
-        futures = [pool.submit(copy_context().run, UserRun(run, u, items)) for u, items in work]
-        try:
-            for future in as_completed(futures):
-                future.result()
-        except BaseException:
-            run.stop.set()  # running users stop at their next example; queued ones never start
-            for future in futures:
-                future.cancel()
-            raise
+    runner = LocalRunner(workers)  # the job runner of `compile --all`: threads with the caller's context
+    pending = [runner.submit(Job(u.user_id, UserRun(run, u, items))) for u, items in work]
+    try:
+        while pending:
+            for handle, _, error in runner.wait(pending):
+                pending.remove(handle)
+                if error is not None:
+                    raise error
+    except BaseException:
+        run.stop.set()  # running users stop at their next example; queued ones never start
+        raise
+    finally:
+        runner.close()  # cancels the queued users

@@ -192,6 +192,17 @@ def test_failures_are_rows_retried_on_request_and_a_streak_aborts(tmp_path):
         run_evaluation(streak, dataset=news_dataset(), lm=broken, progress=False, max_consecutive_errors=3)
 
 
+def test_parallel_users_stop_on_a_streak_and_raise_its_own_error(tmp_path):
+    config = RunConfig(
+        task="lamp2n", users=5, queries=3, methods="non_personalized", lm="scripted/lm", out=tmp_path, workers=2
+    )
+    broken = ScriptedLM({"article -> category": {"category": "weather"}})
+    with pytest.raises(EvalAbortedError, match="2 examples in a row"):  # the worker's error, not a wrapper
+        run_evaluation(config, dataset=news_dataset(), lm=broken, progress=False, max_consecutive_errors=2)
+    log = (config.run_dir / "predictions.jsonl").read_text().splitlines()
+    assert 2 <= len(log) < 15  # the run stopped: not every user answered its 3 queries
+
+
 def test_parallel_users_give_the_same_predictions(full_run, tmp_path):
     config = RunConfig(
         task="lamp2n", users=5, queries=3, methods="floors,rag,react", lm="s/lm", out=tmp_path, workers=2
