@@ -45,6 +45,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 import bench_slots
 import numpy as np
 import scale_report
+from benchlib import machine, write_json
 
 from persona_agent.compiling import CompileOptions, plan_compile
 from persona_agent.core.config import Settings
@@ -215,7 +216,7 @@ def run_scale(args: argparse.Namespace, cores: int) -> dict:
         "lm": f"scripted, {LATENCY * 1000:.0f} ms per call",
         "latency_seconds": LATENCY,
         "options": CompileOptions().model_dump(),
-        "machine": {"cores": cores, "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(cores=cores, platform=platform.platform()),
         "prices": scale_report.prices(),
         "projection": scale_report.ASSUMPTIONS,
         "runs": runs,
@@ -243,8 +244,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if args.part in ("scale", "all"):
         result = run_scale(args, cores)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, result)
         print_scale(result["runs"])
     if args.part in ("slots", "all"):
         bench_slots.main([])  # the real local model: 1, 2, 4 slots into results/bench_slots.json

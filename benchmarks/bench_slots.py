@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
+from benchlib import machine, write_json
 
 from persona_agent.core.config import Settings
 from persona_agent.core.usage import track_usage
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    result: dict = {"machine": {"cores": cores, "python": platform.python_version()}, "callers": args.callers}
+    result: dict = {"machine": machine(cores=cores), "callers": args.callers}
     result["rounds"], result["runs"] = args.rounds, []
     for slots in args.slots:
         unload_all()  # one model in the process at a time
@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     for run in result["runs"]:
         base = next(r for r in result["runs"] if r["kind"] == run["kind"] and r["slots"] == args.slots[0])
         run["speedup"] = round(base["seconds"] / run["seconds"], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, result)
     print(f"{'kind':17} {'slots':>5} {'calls/s':>8} {'tokens/s':>9} {'gen tok/s':>9} {'cached':>7} {'speedup':>7}")
     for r in result["runs"]:
         print(
