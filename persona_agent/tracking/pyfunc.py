@@ -13,7 +13,11 @@ memory tools over a store opened read-only (DuckDB: only while no other process 
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
+import warnings
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,31 @@ from mlflow.pyfunc import PythonModel
 
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 PROGRAM_ARTIFACT = "program"
+PROGRAM_FILE = "program.json"
+
+
+def save_program_model(document: Mapping[str, Any], path: Path) -> Path:
+    """Write the pyfunc model of a saved program into the folder `path` (which must not exist yet)."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="persona-program-") as tmp:
+        program = Path(tmp) / PROGRAM_FILE
+        program.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow nags about input examples; ours would call an LM
+            mlflow.pyfunc.save_model(
+                path=str(path),
+                python_model=str(CODE_PATH),
+                artifacts={PROGRAM_ARTIFACT: str(program)},
+                model_config={"db_path": None},
+                pip_requirements=requirements(),
+            )
+    return path
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
+    return [f"{name}=={metadata.version(name)}" for name in ("persona-agent", "dspy", "mlflow")]
 
 
 class PersonaProgramModel(PythonModel):

@@ -15,15 +15,11 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import re
-import shutil
-import sqlite3
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +28,7 @@ from urllib.parse import urlparse
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, TrackingError
 from persona_agent.stores.personas import PersonaRecord
+from persona_agent.tracking.erasure import delete_runs, vacuum_sqlite
 
 CHAMPION = "champion"
 PROGRAM_FILE = "program.json"
@@ -195,22 +192,10 @@ class Tracker:
 
     def _log_model(self, run_id: str, document: Mapping[str, Any]) -> None:
         """Log `model/`: the pyfunc from code, whose one artifact is the program JSON."""
-        import mlflow.pyfunc
-
-        from persona_agent.tracking.pyfunc import CODE_PATH, PROGRAM_ARTIFACT
+        from persona_agent.tracking.pyfunc import save_program_model
 
         with tempfile.TemporaryDirectory(prefix="persona-model-") as tmp:
-            program = Path(tmp) / PROGRAM_FILE
-            program.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # MLflow nags about input examples; ours would call an LM
-                mlflow.pyfunc.save_model(
-                    path=str(Path(tmp) / MODEL_DIR),
-                    python_model=str(CODE_PATH),
-                    artifacts={PROGRAM_ARTIFACT: str(program)},
-                    model_config={"db_path": None},
-                    pip_requirements=_requirements(),
-                )
+            save_program_model(document, Path(tmp) / MODEL_DIR)
             self.client.log_artifacts(run_id, str(Path(tmp) / MODEL_DIR), MODEL_DIR)
 
     def _has_model(self, run_id: str) -> bool:
@@ -326,7 +311,6 @@ class Tracker:
         stays in its free pages; a remote tracking server only soft-deletes them, and `mlflow gc` must run
         there: `mlflow_runs_soft_only` counts those."""
         from mlflow.exceptions import MlflowException
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         client = self.client
         counts = {"mlflow_runs": 0, "mlflow_model_versions": 0, "mlflow_registered_models": 0}
@@ -338,46 +322,13 @@ class Tracker:
             counts["mlflow_model_versions"] = len(versions)
         except MlflowException:
             pass  # no registered model for this user
-        backend = getattr(getattr(client, "_tracking_client", None), "store", None)
-        hard = hasattr(backend, "_hard_delete_run")
-        for run_id in sorted(set(run_ids) | set(self.user_runs(user_id))):
-            try:
-                run = client.get_run(run_id)
-            except MlflowException:
-                continue
-            if run.info.lifecycle_stage == "active":
-                client.delete_run(run_id)
-            if hard:
-                get_artifact_repository(run.info.artifact_uri).delete_artifacts()
-                _remove_empty_parent(run.info.artifact_uri)
-                backend._hard_delete_run(run_id)
-            counts["mlflow_runs"] += 1
-        if not hard and counts["mlflow_runs"]:
-            counts["mlflow_runs_soft_only"] = counts["mlflow_runs"]
-        database = _sqlite_file(self.tracking_uri)
-        if database is not None and (counts["mlflow_runs"] or counts["mlflow_registered_models"]):
-            with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
-                con.execute("VACUUM")
+        deleted, hard = delete_runs(client, sorted(set(run_ids) | set(self.user_runs(user_id))))
+        counts["mlflow_runs"] = deleted
+        if not hard and deleted:
+            counts["mlflow_runs_soft_only"] = deleted
+        if counts["mlflow_runs"] or counts["mlflow_registered_models"]:
+            vacuum_sqlite(self.tracking_uri)
         return counts
-
-
-def _sqlite_file(uri: str) -> str | None:
-    """The database file of a `sqlite:` tracking URI (as SQLAlchemy reads it), else None."""
-    from sqlalchemy.engine import make_url
-
-    if not uri.startswith("sqlite:"):
-        return None
-    database = make_url(uri).database
-    return database if database and database != ":memory:" else None
-
-
-def _remove_empty_parent(artifact_uri: str) -> None:
-    """A local run's `<root>/<run id>/artifacts` leaves `<root>/<run id>`: remove it when empty."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        parent = Path(parsed.path).parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            shutil.rmtree(parent, ignore_errors=True)
 
 
 def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tuple[str, float, int]]:
@@ -405,10 +356,3 @@ def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tup
         if isinstance(value, int | float) and not isinstance(value, bool):
             out.append((f"score_{key}", float(value), 0))
     return out
-
-
-def _requirements() -> list[str]:
-    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
-    from importlib import metadata
-
-    return [f"{name}=={metadata.version(name)}" for name in ("persona-agent", "dspy", "mlflow")]
