@@ -143,6 +143,8 @@ class VersionLifecycle:
                 raise CompileCancelledError(
                     f"user {user_id!r} was forgotten during the compile: its result was discarded"
                 )
+            if run is not None and previous is not None:
+                self._track_untracked_base(user_id, previous)
             record, live = self._write(user_id, version)
             if live is not None:
                 self.programs.invalidate(user_id)
@@ -196,6 +198,14 @@ class VersionLifecycle:
         if run.changed:
             self.registry.set_run_id(record.user_id, record.version, run_id)
         return run_id, None
+
+    def _track_untracked_base(self, user_id: str, previous: int) -> None:
+        """Give the version a change starts from its own run if it has none: the initial version (v0) is made
+        without a run (on a first answer, where MLflow has no place), so its first compile or rollback logs it,
+        and every version in `personas list` and MLflow has a run. An MLflow failure here is only logged."""
+        base = self.registry.get(user_id, previous)
+        if base.mlflow_run_id is None and base.source == "init":
+            self._log_run(base, None, self.action_run("init"))
 
     def action_run(self, action: str) -> RunDetails:
         """The run of a version made outside a compile (a rollback, a registration, a reconciliation)."""

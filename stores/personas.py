@@ -217,14 +217,16 @@ class PersonaRegistry:
     def diff(self, user_id: str, a: VersionRef, b: VersionRef = None) -> str:
         """A unified text diff from version `a` to version `b` (default: the live one); '' when equal."""
         old, new = self.get(user_id, self.resolve(user_id, a, "a")), self.get(user_id, self.resolve(user_id, b, "b"))
-        return "".join(
-            difflib.unified_diff(
-                old.text.splitlines(keepends=True),
-                new.text.splitlines(keepends=True),
-                fromfile=f"{user_id}@v{old.version}",
-                tofile=f"{user_id}@v{new.version}",
-            )
+        # Lines without their ends, each diff line ended here: a text whose last line has no newline would
+        # otherwise glue that line to the next one of the diff.
+        lines = difflib.unified_diff(
+            old.text.splitlines(),
+            new.text.splitlines(),
+            fromfile=f"{user_id}@v{old.version}",
+            tofile=f"{user_id}@v{new.version}",
+            lineterm="",
         )
+        return "".join(f"{line}\n" for line in lines)
 
     # -- writing ----------------------------------------------------------------------------------
 

@@ -31,7 +31,8 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(personas_app, name="personas")
 app.add_typer(eval_app, name="eval")
 console = Console()
-err = Console(stderr=True)
+# No wrapping at the terminal width (80 columns when stderr is a file or pipe): a message is one line to grep.
+err = Console(stderr=True, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
