@@ -32,8 +32,10 @@ from persona_agent.programs.saved import (
     KNOWN_SIGNATURES,
     ProgramFactory,
     ProgramSpec,
+    owner_of,
     program_document,
     read_document,
+    with_program,
 )
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
@@ -199,7 +201,7 @@ class Workspace(VersionLifecycle):
             spec = self.spec if allow_updates is None else replace(self.spec, allow_updates=allow_updates)
             return self.factory.for_user(spec, user_id, persona)
         if allow_updates is not None:
-            document = {**document, "program": {**document["program"], "allow_updates": allow_updates}}
+            document = with_program(document, allow_updates=allow_updates)
         return self.factory.build(document, user_id=user_id, persona=persona)
 
     def cached_program(self, user_id: str, version: VersionRef = None) -> tuple[PersonaAgent, int] | None:
@@ -222,7 +224,7 @@ class Workspace(VersionLifecycle):
             document = read_document(version)
         else:
             document = self.tracker.load_document(str(version))
-        owner = (document.get("persona") or {}).get("user_id") or document.get("user_id")
+        owner = owner_of(document)
         if owner is not None and owner != user_id:
             raise InvalidInputError("user_id", user_id, f"the program at {version} belongs to {owner!r}")
         return self.factory.build(document, user_id=user_id, signature=signature)

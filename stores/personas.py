@@ -284,7 +284,7 @@ class PersonaRegistry:
             usage=json.loads(usage_json),
             mlflow_run_id=mlflow_run_id,
         )
-        program_json = None if program is None else _json({**program, "persona": record.persona_dict()}, "program")
+        program_json = None if program is None else _json(_with_persona(program, record.persona_dict()), "program")
         cur.execute(
             "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -402,3 +402,12 @@ class PersonaRegistry:
             [before],
         )
         return [_record(r) for r in rows]
+
+
+def _with_persona(program: Mapping[str, Any], persona: dict[str, Any]) -> dict[str, Any]:
+    """The program with this version's persona written where the document keeps it: in the `persona_agent` entry
+    of a DSPy state file (`persona_agent.programs.documents`), else (an older document) at the top."""
+    entry = program.get("persona_agent")
+    if isinstance(entry, Mapping) and "format" in entry:
+        return {**program, "persona_agent": {**entry, "persona": persona}}
+    return {**program, "persona": persona}
