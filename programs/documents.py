@@ -41,7 +41,7 @@ from persona_agent.programs.tools import ALL_TOOLS
 
 FORMAT = "persona-agent/program"
 SCHEMA_VERSION = 3
-DISTRIBUTION = "persona-agent"
+DISTRIBUTION = "dspy-persona"
 """The name the package is installed under (its import name is `persona_agent`)."""
 _DSPY_META = "metadata"
 
@@ -195,7 +195,7 @@ def _refuse(version: Any, meta: Mapping[str, Any]) -> None:
         saved_by = (meta.get("dependency_versions") or {}).get("persona_agent", "?")
         raise ProgramFormatError(
             f"this program was saved with schema {version} by a newer persona-agent ({saved_by}); this one reads "
-            f"schemas up to {SCHEMA_VERSION}: upgrade persona-agent ({DISTRIBUTION}) to load it"
+            f"schemas up to {SCHEMA_VERSION}: upgrade it (pip install -U {DISTRIBUTION}) to load it"
         )
     raise ProgramFormatError(f"unknown schema_version {version!r} of a {FORMAT} document")
 

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         "default $XDG_CACHE_HOME/persona_agent/models, i.e. ~/.cache/persona_agent/models.",
     )
     lm_api_base: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp) for a 'provider/model' lm."
+        default=None,
+        description="Base URL of an OpenAI-compatible server for lm='openai/<name>', e.g. http://127.0.0.1:8080/v1 "
+        "(llama.cpp's llama-server, vLLM, Ollama's /v1). A local URL needs no OPENAI_API_KEY.",
     )
     lm_cache: bool = Field(default=True, description="Cache LM responses on disk under <cache_dir>/dspy.")
     lm_seed: int = Field(default=0, description="Sampling seed of the local model (temperature is 0 by default).")

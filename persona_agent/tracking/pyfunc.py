@@ -24,6 +24,8 @@ from typing import Any
 import dspy
 from mlflow.pyfunc import PythonModel
 
+from persona_agent.programs.documents import DISTRIBUTION
+
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 PROGRAM_ARTIFACT = "program"
 PROGRAM_FILE = "program.json"
@@ -45,12 +47,27 @@ def save_program_model(document: Mapping[str, Any], path: Path) -> Path:
                 model_config={"db_path": None},
                 pip_requirements=requirements(),
             )
+    _keep_names_only(path)
     return path
+
+
+def _keep_names_only(path: Path) -> None:
+    """MLflow records where the model's code and artifact were on the logging machine (absolute paths); loading
+    uses only their names inside the model folder. Keep those, so no local path travels with the model."""
+    from mlflow.models import Model
+
+    mlmodel = path / "MLmodel"
+    model = Model.load(str(mlmodel))
+    flavor = model.flavors["python_function"]
+    flavor["model_code_path"] = Path(flavor["model_code_path"]).name
+    for artifact in flavor.get("artifacts", {}).values():
+        artifact["uri"] = artifact["path"]
+    model.save(str(mlmodel))
 
 
 def requirements() -> list[str]:
     """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
-    return [f"{name}=={metadata.version(name)}" for name in ("persona-agent", "dspy", "mlflow")]
+    return [f"{name}=={metadata.version(name)}" for name in (DISTRIBUTION, "dspy", "mlflow")]
 
 
 class PersonaProgramModel(PythonModel):

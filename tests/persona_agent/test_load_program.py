@@ -111,7 +111,7 @@ def test_newer_or_unknown_programs_fail_with_a_clear_message(tmp_path):
     document = program_document(agent)
     newer = tmp_path / "newer.json"
     newer.write_text(json.dumps({**document, STATE_KEY: {**document[STATE_KEY], "schema_version": SCHEMA_VERSION + 1}}))
-    with pytest.raises(ProgramFormatError, match="upgrade persona-agent"):
+    with pytest.raises(ProgramFormatError, match=r"pip install -U dspy-persona"):
         read_document(newer)
     signature = {"name": "MyTask", "inputs": ["a"], "outputs": ["b"]}
     custom = {**document, STATE_KEY: {**document[STATE_KEY], "program": {"signature": signature}}}
