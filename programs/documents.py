@@ -3,12 +3,12 @@
 A document (schema 3) is a DSPy state file, what `dspy.Module.save("program.json")` writes, with everything
 we need to rebuild and audit the agent in its `persona_agent` entry:
 
-    {"react": {...}, "respond": {...},                       # DSPy's per-predictor state, no LM
+    {"react": {...}, "respond": {...}, "answer": {...},      # DSPy's per-predictor state, no LM
      "metadata": {"dependency_versions": {"python", "dspy", "cloudpickle"}},    # DSPy's own
      "persona_agent": {"format": "persona-agent/program", "schema_version": 3, "user_id": ...,
-                       "persona": {...Persona.to_dict()...},
+                       "persona": {...Persona.to_dict()...}, "mode": ..., "evidence_weights": {...},
                        "program": {"signature": {"name", "inputs", "outputs", "instructions"}, "tools",
-                                   "max_iters", "use_actions", "allow_updates", "task"},
+                                   "max_iters", "use_actions", "allow_updates", "task", "mode", "k"},
                        "scores": {...}, "usage": {...}, "dependency_versions": {"persona_agent": ...}}}
 
 So `PersonaAgent(user_id=...).load("program.json")` (DSPy's `Module.load`) works on a fresh agent of the same
@@ -107,7 +107,9 @@ def program_document(
     persona = persona if persona is not None else agent.persona
     if persona is not None and persona.user_id != agent.user_id:
         raise InvalidInputError("persona.user_id", persona.user_id, f"the agent is for {agent.user_id!r}")
+    state = agent.dump_state()
     meta = {
+        **state[STATE_KEY],  # what DSPy's `load` gives back to a fresh agent: mode and evidence weights too
         "user_id": agent.user_id,
         "persona": persona.to_dict() if persona is not None else None,
         "program": ProgramSpec.of(agent).to_dict(),
@@ -115,7 +117,7 @@ def program_document(
         "usage": dict(usage or {}),
         "dependency_versions": {"persona_agent": package_version()},
     }
-    return _document(agent.dump_state(), meta, get_dependency_versions())
+    return _document(state, meta, get_dependency_versions())
 
 
 def _signature_from_v1(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -138,9 +140,16 @@ def _dspy_versions(versions: Mapping[str, Any]) -> dict[str, Any]:
     return {k: ".".join(str(v).split(".")[:2]) if k == "python" else v for k, v in versions.items() if k in known}
 
 
+def _agent_settings(saved: Any) -> dict[str, Any]:
+    """The answering settings an older document kept in the agent's own state entry (mode, evidence weights)."""
+    saved = saved if isinstance(saved, Mapping) else {}
+    return {key: saved[key] for key in ("mode", "evidence_weights") if saved.get(key) is not None}
+
+
 def _from_v2(data: Mapping[str, Any]) -> dict[str, Any]:
     versions = dict(data.get("dependency_versions") or {})
     meta = {
+        **_agent_settings((data.get("state") or {}).get(STATE_KEY)),
         "upgraded_from": 2,
         "user_id": data.get("user_id"),
         "persona": data.get("persona"),
@@ -156,7 +165,9 @@ def _from_v1(data: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]
     state = clean_state(data)
     tools = list(ALL_TOOLS) if "react" in state else []
     program = {"signature": _signature_from_v1(data), "tools": tools, "max_iters": 3, "use_actions": bool(tools)}
+    program["mode"] = meta.get("mode", "auto")
     ours = {
+        **_agent_settings(meta),
         "upgraded_from": 1,
         "user_id": meta.get("user_id"),
         "persona": meta.get("persona"),

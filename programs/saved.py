@@ -28,6 +28,7 @@ from persona_agent.programs.documents import (
     with_program,
     write_document,
 )
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import STATE_KEY, PersonaAgent
 from persona_agent.programs.spec import KNOWN_SIGNATURES, ProgramSpec, resolve_signature
@@ -90,11 +91,16 @@ class ProgramFactory:
         template, shapes = self.template(spec)
         state = clean_state(document)
         predictors = dict(template.named_predictors())
+        if "answer" in predictors and "answer" not in state:  # saved before planned mode had its predictor
+            state["answer"] = clean_state({"answer": predictors["answer"].dump_state()})["answer"]
         if set(state) != set(predictors):
             raise ProgramFormatError(
                 f"the saved state has predictors {sorted(state)}; this program has {sorted(predictors)}"
             )
         agent = template.rebind(user, persona)
+        weights = meta.get("evidence_weights")
+        if weights:
+            agent.evidence_weights = EvidenceWeights.from_dict(weights)
         if all(state[n].get("signature", {}).get("fields") == shapes[n] and "fields" not in state[n] for n in state):
             for name, predictor in agent.named_predictors():
                 saved = state[name]

@@ -46,6 +46,8 @@ class ProgramSpec:
     use_actions: bool = True
     allow_updates: bool = True
     task: str | None = None
+    mode: str = "auto"
+    k: int = 5
     _key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -53,7 +55,7 @@ class ProgramSpec:
         object.__setattr__(self, "tools", tuple(self.tools))
         # Not id(sig): a signature rebuilt from a document is a new class each time, with the same meaning.
         shape = (sig.__module__, sig.__name__, *fields_of(sig), sig.instructions)
-        key = (shape, self.tools, self.max_iters, self.use_actions, self.allow_updates, self.task)
+        key = (shape, self.tools, self.max_iters, self.use_actions, self.allow_updates, self.task, self.mode, self.k)
         object.__setattr__(self, "_key", repr(key))
 
     @classmethod
@@ -65,6 +67,8 @@ class ProgramSpec:
             use_actions=agent.use_actions,
             allow_updates=agent.allow_updates,
             task=agent.task,
+            mode=agent.mode,
+            k=agent.k,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,6 +85,8 @@ class ProgramSpec:
             "use_actions": self.use_actions,
             "allow_updates": self.allow_updates,
             "task": self.task,
+            "mode": self.mode,
+            "k": self.k,
         }
 
     @classmethod
@@ -93,6 +99,8 @@ class ProgramSpec:
                 use_actions=bool(data.get("use_actions", True)),
                 allow_updates=bool(data.get("allow_updates", True)),
                 task=data.get("task"),
+                mode=str(data.get("mode", "auto")),
+                k=int(data.get("k", 5)),
             )
         except (KeyError, TypeError) as exc:
             raise ProgramFormatError(f"the saved program's 'program' entry is malformed ({exc!r})") from None
@@ -108,6 +116,8 @@ class ProgramSpec:
             use_actions=self.use_actions and bool(self.tools),
             allow_updates=self.allow_updates,
             task=self.task,
+            mode=self.mode,  # type: ignore[arg-type]
+            k=self.k,
         )
 
 

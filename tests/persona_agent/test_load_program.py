@@ -13,6 +13,7 @@ import persona_agent
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import PersonaNotFoundError, ProgramFormatError
 from persona_agent.programs import PersonaAgent, init_persona
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona_agent import STATE_KEY
 from persona_agent.programs.saved import (
     SCHEMA_VERSION,
@@ -173,3 +174,27 @@ def test_a_saved_program_is_a_dspy_state_file_a_fresh_agent_loads(workspace, tmp
     assert fresh.respond.signature.instructions == workspace.load_program("alice").respond.signature.instructions
     with dspy.context(lm=ScriptedLM({"request, trajectory -> response": {"response": SHORT}})):
         assert fresh(request="How are you?").response == SHORT
+
+
+def test_the_planned_mode_and_evidence_weights_survive_a_save_and_both_loaders(tmp_path):
+    weights = EvidenceWeights(lm=0.5, vote=2.0, prior=0.25)
+    agent = PersonaAgent(CategorizeArticle, user_id="gina", mode="planned", k=3, evidence_weights=weights)
+    path = write_document(program_document(agent), tmp_path / "program.json")
+    rebuilt = ProgramFactory().build(read_document(path))  # load_program's path
+    assert (rebuilt.mode, rebuilt.k, rebuilt.evidence_weights) == ("planned", 3, weights)
+    fresh = PersonaAgent(CategorizeArticle, user_id="gina")
+    fresh.load(str(path))  # DSPy's own Module.load
+    assert (fresh.mode, fresh.evidence_weights) == ("planned", weights)
+
+
+def test_older_documents_keep_the_mode_and_evidence_weights_they_held(tmp_path):
+    weights = EvidenceWeights(lm=0.0, vote=1.5)
+    agent = PersonaAgent(CategorizeArticle, user_id="hal", mode="planned", evidence_weights=weights)
+    agent.save(str(tmp_path / "agent.json"))  # schema 1: DSPy's own save of the agent
+    rebuilt = ProgramFactory().build(read_document(tmp_path / "agent.json"))
+    assert (rebuilt.mode, rebuilt.evidence_weights) == ("planned", weights)
+    old = json.loads((FIXTURES / "program_v2.json").read_text())  # schema 2, with the agent's entry in its state
+    old["state"][STATE_KEY] = {"mode": "planned", "evidence_weights": {"vote": 1.5}}
+    old["program"] = {**old["program"], "mode": "planned", "k": 4}
+    rebuilt = ProgramFactory().build(old)
+    assert (rebuilt.mode, rebuilt.k, rebuilt.evidence_weights) == ("planned", 4, EvidenceWeights(vote=1.5))
