@@ -53,14 +53,14 @@ def persona_of(record: PersonaRecord) -> Persona:
 
 
 def is_external_ref(version: object) -> bool:
-    """A version given as an MLflow reference (run id, runs:/ or models:/ URI) or a saved JSON file."""
+    """A version given as an MLflow reference (run id, runs:/, models:/ or prompts:/ URI) or a saved JSON file."""
     from persona_agent.tracking.tracker import is_run_id
 
     if isinstance(version, Path):
         return True
     if not isinstance(version, str):
         return False
-    return version.startswith(("runs:/", "models:/")) or is_run_id(version) or version.endswith(".json")
+    return version.startswith(("runs:/", "models:/", "prompts:/")) or is_run_id(version) or version.endswith(".json")
 
 
 class Workspace(VersionLifecycle):
@@ -215,7 +215,8 @@ class Workspace(VersionLifecycle):
         self, user_id: str, version: VersionRef | Path = None, *, signature: type[dspy.Signature] | None = None
     ) -> PersonaAgent:
         """A ready agent of the user's own to keep and change: a copy of the cached registry version (fast path,
-        no MLflow), or one built from an MLflow run id / `runs:/` / `models:/` URI or a saved JSON file."""
+        no MLflow), or one built from an MLflow run id / `runs:/` / `models:/` / `prompts:/` URI (the program
+        logged with the version's run) or a saved JSON file."""
         user_id = validate_user_id(user_id)
         if not is_external_ref(version):
             return self.program(user_id, version)[0].deepcopy()

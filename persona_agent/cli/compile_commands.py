@@ -151,7 +151,7 @@ def _warn_about(r: CompileResult) -> None:
 def ask(
     request: Annotated[str, typer.Argument(help="What the user asks.")],
     user: UserOption,
-    version: Annotated[str | None, typer.Option(help="A version, alias, run id or models:/ URI.")] = None,
+    version: Annotated[str | None, typer.Option(help="A version, alias, run id, models:/ or prompts:/ URI.")] = None,
     lm: LMOption = None,
 ) -> None:
     """Answer one request with the user's live persona (or `--version`)."""

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         description="Register each promoted persona as a version of the MLflow registered model persona-<user id> "
         "(alias 'champion'). Off by default: one registered model per user does not suit millions of users.",
     )
+    mlflow_prompt_versions: int = Field(
+        default=20,
+        ge=0,
+        description="Versions of each user's prompt persona.<user id> kept in MLflow's prompt registry (alias 'live' "
+        "on the live persona); older ones are deleted, never the live one. MLflow's UI loads every version of an "
+        "entity, so keep this small. 0 registers no prompts.",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="The service's admin API key (every route); `persona-agent serve` makes one if unset. Set but "

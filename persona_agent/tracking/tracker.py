@@ -7,6 +7,8 @@ state + our metadata), `alignment_trace.json` and `persona.diff` against the par
 
 With `register_model`, the run also holds `model/`: a pyfunc logged *from code* whose only artifact is the
 program JSON, registered as a version of `persona-<user id>` with the alias `champion` moved on promote.
+Each version is also a version of the prompt `persona.<user id>` in MLflow's prompt registry, alias `live`
+(`persona_agent.tracking.prompts`).
 
 Nothing here writes an LM's settings or an API key: params carry the model *name* only, and saved programs
 carry no LM (see `persona_agent.programs.saved`). Everything talks to MLflow through one `MlflowClient` bound
@@ -15,7 +17,6 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tempfile
@@ -29,11 +30,12 @@ from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, TrackingError
 from persona_agent.stores.personas import PersonaRecord
 from persona_agent.tracking.erasure import delete_runs, vacuum_sqlite
+from persona_agent.tracking.names import model_name
+from persona_agent.tracking.prompts import PersonaPrompts, is_prompt_ref
 
 CHAMPION = "champion"
 PROGRAM_FILE = "program.json"
 MODEL_DIR = "model"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM = 6000
 STORE_TAG = "persona_agent.store"
@@ -43,14 +45,6 @@ RECONCILED_TAG = "persona_agent.reconciled"
 # and added, and while orphans are found and failed, so a run cannot be seen RUNNING before it is registered here.
 _LIVE_RUNS: set[str] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-def model_name(user_id: str) -> str:
-    """The registered model of a user: `persona-<user id>`, or a slug plus a hash for ids MLflow cannot name."""
-    if _SAFE_NAME.match(user_id):
-        return f"persona-{user_id}"
-    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", user_id).strip("-.")[:40] or "user"
-    return f"persona-{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:10]}"
 
 
 def is_run_id(ref: str) -> bool:
@@ -67,6 +61,7 @@ class Tracker:
         self.store_id = str(self.settings.resolved_db_path.resolve())
         self._client = None
         self._experiment_id: str | None = None
+        self._prompts: PersonaPrompts | None = None
         self._lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -84,6 +79,13 @@ class Tracker:
                         Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
                     self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
+
+    @property
+    def prompts(self) -> PersonaPrompts:
+        """The users' prompts in MLflow's prompt registry (at most `mlflow_prompt_versions` versions each)."""
+        if self._prompts is None:
+            self._prompts = PersonaPrompts(self.client, self.settings.mlflow_prompt_versions)
+        return self._prompts
 
     @property
     def experiment_id(self) -> str:
@@ -244,9 +246,12 @@ class Tracker:
     # -- reading ------------------------------------------------------------------------------------
 
     def run_of(self, ref: str) -> str:
-        """The run id behind a run id, `runs:/<id>[/...]`, `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+        """The run id behind a run id, `runs:/<id>[/...]`, `models:/<name>@<alias>`, `models:/<name>/<version>`
+        or `prompts:/<name>@<alias>` / `prompts:/<name>/<version>`."""
         from mlflow.exceptions import MlflowException
 
+        if is_prompt_ref(ref):
+            return self.prompts.run_of(ref)
         if ref.startswith("runs:/"):
             return ref[len("runs:/") :].split("/", 1)[0]
         if ref.startswith("models:/"):
@@ -267,7 +272,7 @@ class Tracker:
             return mv.run_id
         if is_run_id(ref):
             return ref
-        raise InvalidInputError("version", ref, "expected an MLflow run id, runs:/ or models:/ URI")
+        raise InvalidInputError("version", ref, "expected an MLflow run id, runs:/, models:/ or prompts:/ URI")
 
     def load_document(self, ref: str) -> dict[str, Any]:
         """The saved program logged with a run (by run id or URI, see `run_of`)."""
@@ -304,7 +309,7 @@ class Tracker:
     # -- forgetting ---------------------------------------------------------------------------------
 
     def forget(self, user_id: str, run_ids: Iterable[str] = ()) -> dict[str, int]:
-        """Delete the user's registered model and every run of theirs, with artifacts.
+        """Delete the user's registered model, their prompt, and every run of theirs, with artifacts.
 
         Runs are hard-deleted (rows and artifacts) when the tracking store is local (sqlite or files), as
         `mlflow gc` would, and a SQLite database is then vacuumed (rewritten), so no byte of the deleted rows
@@ -322,11 +327,12 @@ class Tracker:
             counts["mlflow_model_versions"] = len(versions)
         except MlflowException:
             pass  # no registered model for this user
+        counts["mlflow_prompt_versions"] = self.prompts.forget(user_id)
         deleted, hard = delete_runs(client, sorted(set(run_ids) | set(self.user_runs(user_id))))
         counts["mlflow_runs"] = deleted
         if not hard and deleted:
             counts["mlflow_runs_soft_only"] = deleted
-        if counts["mlflow_runs"] or counts["mlflow_registered_models"]:
+        if counts["mlflow_runs"] or counts["mlflow_registered_models"] or counts["mlflow_prompt_versions"]:
             vacuum_sqlite(self.tracking_uri)
         return counts
 
