@@ -49,7 +49,7 @@ _DSPY_META = "metadata"
 def package_version() -> str:
     try:
         return metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    except metadata.PackageNotFoundError:  # a bare checkout, or installed under an older name
         return "unknown"
 
 

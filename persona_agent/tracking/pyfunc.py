@@ -24,7 +24,7 @@ from typing import Any
 import dspy
 from mlflow.pyfunc import PythonModel
 
-from persona_agent.programs.documents import DISTRIBUTION
+from persona_agent.programs.documents import DISTRIBUTION, package_version
 
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 PROGRAM_ARTIFACT = "program"
@@ -66,8 +66,12 @@ def _keep_names_only(path: Path) -> None:
 
 
 def requirements() -> list[str]:
-    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
-    return [f"{name}=={metadata.version(name)}" for name in (DISTRIBUTION, "dspy", "mlflow")]
+    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model).
+    Ours only when installed under its distribution name (a bare checkout, or one installed under an older
+    name, has no version to pin)."""
+    ours = package_version()
+    pinned = [] if ours == "unknown" else [f"{DISTRIBUTION}=={ours}"]
+    return pinned + [f"{name}=={metadata.version(name)}" for name in ("dspy", "mlflow")]
 
 
 class PersonaProgramModel(PythonModel):

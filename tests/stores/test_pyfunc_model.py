@@ -62,3 +62,17 @@ def test_a_database_path_gives_the_loaded_model_its_memory_tools(tmp_path, embed
     agent = with_memory.unwrap_python_model().agent
     assert "search_memory" not in plain.tool_names and "search_memory" in agent.tool_names
     assert agent.store.search("alice", "question 1", k=1)
+
+
+def test_requirements_without_our_distribution_installed_still_pin_the_rest(monkeypatch):
+    from importlib import metadata
+
+    real = metadata.version
+
+    def version(name: str) -> str:
+        if name == DISTRIBUTION:  # a checkout installed under an older name, or not installed at all
+            raise metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(metadata, "version", version)
+    assert [line.split("==")[0] for line in requirements()] == ["dspy", "mlflow"]
