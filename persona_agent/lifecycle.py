@@ -2,8 +2,9 @@
 reconcile, and forget.
 
 Every change of a user's versions goes through one method, `commit_version`, under the workspace's commit lock:
-write the registry row (or take an existing version), log its MLflow run and record the run id, then make it
-live and move the registered model's `champion` alias. A compile, a rollback, a promote and the crash
+write the registry row (or take an existing version), log its MLflow run and record the run id (and a version
+of the user's prompt in MLflow's prompt registry), then make it live and move the registered model's `champion`
+alias and the prompt's `live` alias. A compile, a rollback, a promote and the crash
 reconciliation differ only in what they ask of it. DuckDB is the source of truth: an MLflow failure is reported
 with the version standing, except for a compile's run (`RunDetails.strict`), which raises.
 
@@ -143,6 +144,8 @@ class VersionLifecycle:
                 raise CompileCancelledError(
                     f"user {user_id!r} was forgotten during the compile: its result was discarded"
                 )
+            if run is not None and previous is not None:
+                self._track_untracked_base(user_id, previous)
             record, live = self._write(user_id, version)
             if live is not None:
                 self.programs.invalidate(user_id)
@@ -154,6 +157,7 @@ class VersionLifecycle:
             model_version = None
             if live is not None and error is None:
                 model_version, error = self._champion(record, register_model)
+            error = self._live_prompt(user_id) or error
         return Committed(record=record, live=live, run_id=run_id, model_version=model_version, tracking_error=error)
 
     def _write(self, user_id: str, version: Draft | PersonaRecord | Write) -> tuple[PersonaRecord, LiveState | None]:
@@ -195,7 +199,46 @@ class VersionLifecycle:
             return None, str(exc)
         if run.changed:
             self.registry.set_run_id(record.user_id, record.version, run_id)
+            self._add_prompt(record.model_copy(update={"mlflow_run_id": run_id}), run.trace)
         return run_id, None
+
+    def _add_prompt(self, record: PersonaRecord, trace: Mapping[str, Any] | None) -> None:
+        """Register the version in MLflow's prompt registry; a failure is only logged (`_live_prompt` registers
+        the live version again, and reports)."""
+        if self.settings.mlflow_prompt_versions <= 0:
+            return
+        check = (trace or {}).get("persona_check")
+        try:
+            self.tracker.prompts.add(record, check=None if check is None else str(check))
+        except PersonaAgentError as exc:
+            logger.warning("MLflow did not register the prompt of %s@v%s: %s", record.user_id, record.version, exc)
+
+    def _live_prompt(self, user_id: str) -> str | None:
+        """Point the prompt's `live` alias at the live version (registering it, with a run, if it has neither);
+        the error text when MLflow failed. Nothing while MLflow holds nothing of ours (no alias to follow)."""
+        live = self.registry.live(user_id)
+        if self.settings.mlflow_prompt_versions <= 0 or live is None or not self.tracking_started():
+            return None
+        record = self.registry.get(user_id, live.version)
+        if record.mlflow_run_id is None:
+            _, error = self._log_run(record, None, self.action_run("register"))
+            if error is not None:
+                return error
+            record = self.registry.get(user_id, live.version)
+        try:
+            self.tracker.prompts.set_live(record)
+        except PersonaAgentError as exc:
+            logger.warning("MLflow did not move the live prompt of %s: %s", user_id, exc)
+            return str(exc)
+        return None
+
+    def _track_untracked_base(self, user_id: str, previous: int) -> None:
+        """Give the version a change starts from its own run if it has none: the initial version (v0) is made
+        without a run (on a first answer, where MLflow has no place), so its first compile or rollback logs it,
+        and every version in `personas list` and MLflow has a run. An MLflow failure here is only logged."""
+        base = self.registry.get(user_id, previous)
+        if base.mlflow_run_id is None and base.source == "init":
+            self._log_run(base, None, self.action_run("init"))
 
     def action_run(self, action: str) -> RunDetails:
         """The run of a version made outside a compile (a rollback, a registration, a reconciliation)."""

@@ -2,7 +2,7 @@
 
     agent = persona_agent.load_program("alice")                  # the live version, from the registry
     agent = persona_agent.load_program("alice", 3)               # a version number, or "latest" / "champion"
-    agent = persona_agent.load_program("alice", "models:/persona-alice@champion")  # or a run id, runs:/ URI
+    agent = persona_agent.load_program("alice", "prompts:/persona.alice@live")  # or models:/, runs:/, a run id
     with dspy.context(lm=my_lm):
         print(agent(request="...").response)
 
@@ -57,7 +57,7 @@ def load_program(
     """A ready `PersonaAgent` for `user_id`, to keep and change as you like (it is your own copy).
 
     `version`: None or "live"/"champion" (the live version), "latest", a version number, an MLflow run id,
-    a `runs:/` or `models:/` URI, or a saved program JSON file. `signature` is only needed for a program saved
+    a `runs:/`, `models:/` or `prompts:/` URI, or a saved program JSON file. `signature` is only needed for a program saved
     with a task signature this package does not know. The agent answers with the LM of the caller's DSPy
     context (`dspy.context(lm=...)` or `dspy.configure`).
     """

@@ -130,7 +130,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise ConfigError('the ray runner needs the `ray` extra: pip install "persona-agent[ray]"') from exc
+        raise ConfigError('the ray runner needs the `ray` extra: pip install "dspy-persona[ray]"') from exc
     return ray
 
 

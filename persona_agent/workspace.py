@@ -32,8 +32,10 @@ from persona_agent.programs.saved import (
     KNOWN_SIGNATURES,
     ProgramFactory,
     ProgramSpec,
+    owner_of,
     program_document,
     read_document,
+    with_program,
 )
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
@@ -51,14 +53,14 @@ def persona_of(record: PersonaRecord) -> Persona:
 
 
 def is_external_ref(version: object) -> bool:
-    """A version given as an MLflow reference (run id, runs:/ or models:/ URI) or a saved JSON file."""
+    """A version given as an MLflow reference (run id, runs:/, models:/ or prompts:/ URI) or a saved JSON file."""
     from persona_agent.tracking.tracker import is_run_id
 
     if isinstance(version, Path):
         return True
     if not isinstance(version, str):
         return False
-    return version.startswith(("runs:/", "models:/")) or is_run_id(version) or version.endswith(".json")
+    return version.startswith(("runs:/", "models:/", "prompts:/")) or is_run_id(version) or version.endswith(".json")
 
 
 class Workspace(VersionLifecycle):
@@ -198,7 +200,7 @@ class Workspace(VersionLifecycle):
             spec = self.spec if allow_updates is None else replace(self.spec, allow_updates=allow_updates)
             return self.factory.for_user(spec, user_id, persona)
         if allow_updates is not None:
-            document = {**document, "program": {**document["program"], "allow_updates": allow_updates}}
+            document = with_program(document, allow_updates=allow_updates)
         return self.factory.build(document, user_id=user_id, persona=persona)
 
     def cached_program(self, user_id: str, version: VersionRef = None) -> tuple[PersonaAgent, int] | None:
@@ -213,7 +215,8 @@ class Workspace(VersionLifecycle):
         self, user_id: str, version: VersionRef | Path = None, *, signature: type[dspy.Signature] | None = None
     ) -> PersonaAgent:
         """A ready agent of the user's own to keep and change: a copy of the cached registry version (fast path,
-        no MLflow), or one built from an MLflow run id / `runs:/` / `models:/` URI or a saved JSON file."""
+        no MLflow), or one built from an MLflow run id / `runs:/` / `models:/` / `prompts:/` URI (the program
+        logged with the version's run) or a saved JSON file."""
         user_id = validate_user_id(user_id)
         if not is_external_ref(version):
             return self.program(user_id, version)[0].deepcopy()
@@ -221,7 +224,7 @@ class Workspace(VersionLifecycle):
             document = read_document(version)
         else:
             document = self.tracker.load_document(str(version))
-        owner = (document.get("persona") or {}).get("user_id") or document.get("user_id")
+        owner = owner_of(document)
         if owner is not None and owner != user_id:
             raise InvalidInputError("user_id", user_id, f"the program at {version} belongs to {owner!r}")
         return self.factory.build(document, user_id=user_id, signature=signature)

@@ -21,6 +21,7 @@ from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
 
 from persona_agent.core.errors import InvalidInputError
+from persona_agent.lm.excerpts import error_excerpt
 from persona_agent.lm.models import is_local
 from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS, Persona
@@ -268,7 +269,7 @@ class PersonaAgent(dspy.Module):
             except (AdapterParseError, ValueError) as exc:
                 # One bad step from the LM ends the loop; the answer is still given (GEPA's policy:
                 # an example's failure is not a systemic error).
-                logger.warning("ending the tool loop: the LM gave no valid step (%s)", exc)
+                logger.warning("ending the tool loop: the LM gave no valid step (%s)", error_excerpt(exc))
                 break
             name, args = step.next_tool_name, dict(step.next_tool_args or {})
             if name == FINISH:

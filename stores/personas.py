@@ -154,14 +154,16 @@ class PersonaRegistry:
     def diff(self, user_id: str, a: VersionRef, b: VersionRef = None) -> str:
         """A unified text diff from version `a` to version `b` (default: the live one); '' when equal."""
         old, new = self.get(user_id, self.resolve(user_id, a, "a")), self.get(user_id, self.resolve(user_id, b, "b"))
-        return "".join(
-            difflib.unified_diff(
-                old.text.splitlines(keepends=True),
-                new.text.splitlines(keepends=True),
-                fromfile=f"{user_id}@v{old.version}",
-                tofile=f"{user_id}@v{new.version}",
-            )
+        # Lines without their ends, each diff line ended here: a text whose last line has no newline would
+        # otherwise glue that line to the next one of the diff.
+        lines = difflib.unified_diff(
+            old.text.splitlines(),
+            new.text.splitlines(),
+            fromfile=f"{user_id}@v{old.version}",
+            tofile=f"{user_id}@v{new.version}",
+            lineterm="",
         )
+        return "".join(f"{line}\n" for line in lines)
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class PersonaRegistry:
             usage=json.loads(usage_json),
             mlflow_run_id=mlflow_run_id,
         )
-        program_json = None if program is None else json_field({**program, "persona": record.persona_dict()}, "program")
+        program_json = None if program is None else json_field(_with_persona(program, record.persona_dict()), "program")
         cur.execute(
             "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -337,3 +339,12 @@ class PersonaRegistry:
             [before],
         )
         return [record_from_row(r) for r in rows]
+
+
+def _with_persona(program: Mapping[str, Any], persona: dict[str, Any]) -> dict[str, Any]:
+    """The program with this version's persona written where the document keeps it: in the `persona_agent` entry
+    of a DSPy state file (`persona_agent.programs.documents`), else (an older document) at the top."""
+    entry = program.get("persona_agent")
+    if isinstance(entry, Mapping) and "format" in entry:
+        return {**program, "persona_agent": {**entry, "persona": persona}}
+    return {**program, "persona": persona}

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
         "default $XDG_CACHE_HOME/persona_agent/models, i.e. ~/.cache/persona_agent/models.",
     )
     lm_api_base: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp) for a 'provider/model' lm."
+        default=None,
+        description="Base URL of an OpenAI-compatible server for lm='openai/<name>', e.g. http://127.0.0.1:8080/v1 "
+        "(llama.cpp's llama-server, vLLM, Ollama's /v1). A local URL needs no OPENAI_API_KEY.",
     )
     lm_cache: bool = Field(default=True, description="Cache LM responses on disk under <cache_dir>/dspy.")
     lm_seed: int = Field(default=0, description="Sampling seed of the local model (temperature is 0 by default).")
@@ -65,6 +67,13 @@ class Settings(BaseSettings):
         default=False,
         description="Register each promoted persona as a version of the MLflow registered model persona-<user id> "
         "(alias 'champion'). Off by default: one registered model per user does not suit millions of users.",
+    )
+    mlflow_prompt_versions: int = Field(
+        default=20,
+        ge=0,
+        description="Versions of each user's prompt persona.<user id> kept in MLflow's prompt registry (alias 'live' "
+        "on the live persona); older ones are deleted, never the live one. MLflow's UI loads every version of an "
+        "entity, so keep this small. 0 registers no prompts.",
     )
     api_key: SecretStr | None = Field(
         default=None,

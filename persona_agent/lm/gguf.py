@@ -24,7 +24,7 @@ from persona_agent.core.errors import LocalRuntimeMissingError, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
 _CHUNK = 8 * 1024 * 1024
-_INSTALL_HINT = 'pip install "persona-agent[local]"'
+_INSTALL_HINT = 'pip install "dspy-persona[local]"'
 
 
 @dataclass(frozen=True)

@@ -5,17 +5,22 @@ Specs (setting `PERSONA_AGENT_LM`, default 'local'):
   `local` extra's PyPI parts into `Settings.resolved_model_dir` (default ~/.cache/persona_agent/models,
   shared by every home so a new home never re-assembles 1.1 GB).
 - 'gguf:/path/model.gguf': any other GGUF file, in-process.
-- anything of the form 'provider/model' (`openai/gpt-4o-mini`, `anthropic/...`, `ollama_chat/...`,
-  `openai/<name>` with `api_base` for vLLM or llama.cpp's server): passed to `dspy.LM`. Keys come from
-  the provider's environment variables, never from files.
+- anything of the form 'provider/model' (`openai/gpt-4o-mini`, `anthropic/...`, `ollama_chat/...`):
+  passed to `dspy.LM`. Keys come from the provider's environment variables, never from files.
+- a served model: `openai/<name>` with `PERSONA_AGENT_LM_API_BASE` (a llama.cpp server, vLLM, Ollama's
+  `/v1`). Such servers on this machine or its network usually take no key, so a local base URL needs no
+  `OPENAI_API_KEY` (a placeholder is sent); a remote one still needs the provider's key.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import os
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dspy
 
@@ -31,7 +36,7 @@ def _require_local_runtime() -> None:
     if importlib.util.find_spec("xllamacpp") is None:
         raise LocalRuntimeMissingError(
             "the in-process model needs the `local` extra (llama.cpp runtime and model parts): "
-            'pip install "persona-agent[local]"; or set PERSONA_AGENT_LM to a hosted model such as openai/gpt-4o-mini'
+            'pip install "dspy-persona[local]"; or set PERSONA_AGENT_LM to a hosted model such as openai/gpt-4o-mini'
         )
 
 
@@ -48,6 +53,35 @@ def local_engines(
     options = options or RuntimeOptions(slots=settings.local_slots)
     engine = LlamaEngine(model_ref, resolve, options=options, seed=settings.lm_seed if seed is None else seed)
     return engine, AsyncLlamaEngine(engine)
+
+
+SERVED_KEY_PLACEHOLDER = "no-key"
+"""Sent as the key to a local OpenAI-compatible server when none is set (DSPy refuses an OpenAI model without one)."""
+_LOCAL_SUFFIXES = (".localhost", ".local", ".internal", ".lan", ".home.arpa")
+
+
+def is_local_base_url(url: str) -> bool:
+    """Whether `url` names this machine or a private network: loopback, private or link-local addresses,
+    `localhost`, single-label names (a compose service such as `vllm`) and local-only domains."""
+    host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
+    if not host:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_LOCAL_SUFFIXES)
+    return address.is_loopback or address.is_private or address.is_link_local
+
+
+def _served_kwargs(model: str, settings: Settings, lm_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`lm_kwargs` with the served base URL, and a placeholder key for a local OpenAI-compatible server."""
+    if settings.lm_api_base and "api_base" not in lm_kwargs:
+        lm_kwargs["api_base"] = settings.lm_api_base
+    base = lm_kwargs.get("api_base")
+    keyless = "api_key" not in lm_kwargs and not os.environ.get("OPENAI_API_KEY")
+    if base and keyless and model.startswith("openai/") and is_local_base_url(str(base)):
+        lm_kwargs["api_key"] = SERVED_KEY_PLACEHOLDER
+    return lm_kwargs
 
 
 _cache_lock = threading.Lock()
@@ -88,9 +122,7 @@ def make_lm(spec: str | None = None, *, settings: Settings | None = None, **lm_k
     configure_response_cache(settings)
     lm_kwargs.setdefault("cache", settings.lm_cache)
     if parsed.kind == "litellm":
-        if settings.lm_api_base and "api_base" not in lm_kwargs:
-            lm_kwargs["api_base"] = settings.lm_api_base
-        return dspy.LM(parsed.model, **lm_kwargs)
+        return dspy.LM(parsed.model, **_served_kwargs(parsed.model, settings, lm_kwargs))
     _require_local_runtime()
     engine, async_engine = local_engines(spec if spec is not None else settings.lm, settings=settings)
     lm_kwargs.setdefault("temperature", 0.0)
@@ -121,6 +153,7 @@ __all__ = [
     "adapter_for",
     "configure_response_cache",
     "is_local",
+    "is_local_base_url",
     "local_engines",
     "make_lm",
     "parse_spec",

@@ -43,7 +43,7 @@ def _import_xllamacpp() -> Any:
         import xllamacpp
     except ImportError as exc:
         raise LocalRuntimeMissingError(
-            'the in-process model needs the `local` extra: pip install "persona-agent[local]"'
+            'the in-process model needs the `local` extra: pip install "dspy-persona[local]"'
         ) from exc
     return xllamacpp
 

@@ -13,15 +13,65 @@ memory tools over a store opened read-only (DuckDB: only while no other process 
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
+import warnings
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import dspy
 from mlflow.pyfunc import PythonModel
 
+from persona_agent.programs.documents import DISTRIBUTION, package_version
+
 CODE_PATH = Path(__file__).with_name("pyfunc_code.py")
 PROGRAM_ARTIFACT = "program"
+PROGRAM_FILE = "program.json"
+
+
+def save_program_model(document: Mapping[str, Any], path: Path) -> Path:
+    """Write the pyfunc model of a saved program into the folder `path` (which must not exist yet)."""
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="persona-program-") as tmp:
+        program = Path(tmp) / PROGRAM_FILE
+        program.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow nags about input examples; ours would call an LM
+            mlflow.pyfunc.save_model(
+                path=str(path),
+                python_model=str(CODE_PATH),
+                artifacts={PROGRAM_ARTIFACT: str(program)},
+                model_config={"db_path": None},
+                pip_requirements=requirements(),
+            )
+    _keep_names_only(path)
+    return path
+
+
+def _keep_names_only(path: Path) -> None:
+    """MLflow records where the model's code and artifact were on the logging machine (absolute paths); loading
+    uses only their names inside the model folder. Keep those, so no local path travels with the model."""
+    from mlflow.models import Model
+
+    mlmodel = path / "MLmodel"
+    model = Model.load(str(mlmodel))
+    flavor = model.flavors["python_function"]
+    flavor["model_code_path"] = Path(flavor["model_code_path"]).name
+    for artifact in flavor.get("artifacts", {}).values():
+        artifact["uri"] = artifact["path"]
+    model.save(str(mlmodel))
+
+
+def requirements() -> list[str]:
+    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model).
+    Ours only when installed under its distribution name (a bare checkout, or one installed under an older
+    name, has no version to pin)."""
+    ours = package_version()
+    pinned = [] if ours == "unknown" else [f"{DISTRIBUTION}=={ours}"]
+    return pinned + [f"{name}=={metadata.version(name)}" for name in ("dspy", "mlflow")]
 
 
 class PersonaProgramModel(PythonModel):

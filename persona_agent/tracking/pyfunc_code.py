@@ -1,4 +1,4 @@
-"""The code MLflow runs to load a logged persona program ("models from code", see `stores/pyfunc.py`).
+"""The code MLflow runs to load a logged persona program ("models from code", see `pyfunc.py`).
 
 MLflow copies this file into each logged model and executes it at load time; the package never imports it.
 """

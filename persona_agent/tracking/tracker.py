@@ -7,6 +7,8 @@ state + our metadata), `alignment_trace.json` and `persona.diff` against the par
 
 With `register_model`, the run also holds `model/`: a pyfunc logged *from code* whose only artifact is the
 program JSON, registered as a version of `persona-<user id>` with the alias `champion` moved on promote.
+Each version is also a version of the prompt `persona.<user id>` in MLflow's prompt registry, alias `live`
+(`persona_agent.tracking.prompts`).
 
 Nothing here writes an LM's settings or an API key: params carry the model *name* only, and saved programs
 carry no LM (see `persona_agent.programs.saved`). Everything talks to MLflow through one `MlflowClient` bound
@@ -15,15 +17,10 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import re
-import shutil
-import sqlite3
 import tempfile
 import threading
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,11 +29,13 @@ from urllib.parse import urlparse
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, TrackingError
 from persona_agent.stores.personas import PersonaRecord
+from persona_agent.tracking.erasure import delete_runs, vacuum_sqlite
+from persona_agent.tracking.names import model_name
+from persona_agent.tracking.prompts import PersonaPrompts, is_prompt_ref
 
 CHAMPION = "champion"
 PROGRAM_FILE = "program.json"
 MODEL_DIR = "model"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,100}$")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _MAX_PARAM = 6000
 STORE_TAG = "persona_agent.store"
@@ -46,14 +45,6 @@ RECONCILED_TAG = "persona_agent.reconciled"
 # and added, and while orphans are found and failed, so a run cannot be seen RUNNING before it is registered here.
 _LIVE_RUNS: set[str] = set()
 _LIVE_LOCK = threading.Lock()
-
-
-def model_name(user_id: str) -> str:
-    """The registered model of a user: `persona-<user id>`, or a slug plus a hash for ids MLflow cannot name."""
-    if _SAFE_NAME.match(user_id):
-        return f"persona-{user_id}"
-    slug = re.sub(r"[^A-Za-z0-9_.\-]+", "-", user_id).strip("-.")[:40] or "user"
-    return f"persona-{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:10]}"
 
 
 def is_run_id(ref: str) -> bool:
@@ -70,6 +61,7 @@ class Tracker:
         self.store_id = str(self.settings.resolved_db_path.resolve())
         self._client = None
         self._experiment_id: str | None = None
+        self._prompts: PersonaPrompts | None = None
         self._lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------------------------------
@@ -87,6 +79,13 @@ class Tracker:
                         Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
                     self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
+
+    @property
+    def prompts(self) -> PersonaPrompts:
+        """The users' prompts in MLflow's prompt registry (at most `mlflow_prompt_versions` versions each)."""
+        if self._prompts is None:
+            self._prompts = PersonaPrompts(self.client, self.settings.mlflow_prompt_versions)
+        return self._prompts
 
     @property
     def experiment_id(self) -> str:
@@ -195,22 +194,10 @@ class Tracker:
 
     def _log_model(self, run_id: str, document: Mapping[str, Any]) -> None:
         """Log `model/`: the pyfunc from code, whose one artifact is the program JSON."""
-        import mlflow.pyfunc
-
-        from persona_agent.tracking.pyfunc import CODE_PATH, PROGRAM_ARTIFACT
+        from persona_agent.tracking.pyfunc import save_program_model
 
         with tempfile.TemporaryDirectory(prefix="persona-model-") as tmp:
-            program = Path(tmp) / PROGRAM_FILE
-            program.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # MLflow nags about input examples; ours would call an LM
-                mlflow.pyfunc.save_model(
-                    path=str(Path(tmp) / MODEL_DIR),
-                    python_model=str(CODE_PATH),
-                    artifacts={PROGRAM_ARTIFACT: str(program)},
-                    model_config={"db_path": None},
-                    pip_requirements=_requirements(),
-                )
+            save_program_model(document, Path(tmp) / MODEL_DIR)
             self.client.log_artifacts(run_id, str(Path(tmp) / MODEL_DIR), MODEL_DIR)
 
     def _has_model(self, run_id: str) -> bool:
@@ -259,9 +246,12 @@ class Tracker:
     # -- reading ------------------------------------------------------------------------------------
 
     def run_of(self, ref: str) -> str:
-        """The run id behind a run id, `runs:/<id>[/...]`, `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+        """The run id behind a run id, `runs:/<id>[/...]`, `models:/<name>@<alias>`, `models:/<name>/<version>`
+        or `prompts:/<name>@<alias>` / `prompts:/<name>/<version>`."""
         from mlflow.exceptions import MlflowException
 
+        if is_prompt_ref(ref):
+            return self.prompts.run_of(ref)
         if ref.startswith("runs:/"):
             return ref[len("runs:/") :].split("/", 1)[0]
         if ref.startswith("models:/"):
@@ -282,7 +272,7 @@ class Tracker:
             return mv.run_id
         if is_run_id(ref):
             return ref
-        raise InvalidInputError("version", ref, "expected an MLflow run id, runs:/ or models:/ URI")
+        raise InvalidInputError("version", ref, "expected an MLflow run id, runs:/, models:/ or prompts:/ URI")
 
     def load_document(self, ref: str) -> dict[str, Any]:
         """The saved program logged with a run (by run id or URI, see `run_of`)."""
@@ -319,14 +309,13 @@ class Tracker:
     # -- forgetting ---------------------------------------------------------------------------------
 
     def forget(self, user_id: str, run_ids: Iterable[str] = ()) -> dict[str, int]:
-        """Delete the user's registered model and every run of theirs, with artifacts.
+        """Delete the user's registered model, their prompt, and every run of theirs, with artifacts.
 
         Runs are hard-deleted (rows and artifacts) when the tracking store is local (sqlite or files), as
         `mlflow gc` would, and a SQLite database is then vacuumed (rewritten), so no byte of the deleted rows
         stays in its free pages; a remote tracking server only soft-deletes them, and `mlflow gc` must run
         there: `mlflow_runs_soft_only` counts those."""
         from mlflow.exceptions import MlflowException
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         client = self.client
         counts = {"mlflow_runs": 0, "mlflow_model_versions": 0, "mlflow_registered_models": 0}
@@ -338,46 +327,14 @@ class Tracker:
             counts["mlflow_model_versions"] = len(versions)
         except MlflowException:
             pass  # no registered model for this user
-        backend = getattr(getattr(client, "_tracking_client", None), "store", None)
-        hard = hasattr(backend, "_hard_delete_run")
-        for run_id in sorted(set(run_ids) | set(self.user_runs(user_id))):
-            try:
-                run = client.get_run(run_id)
-            except MlflowException:
-                continue
-            if run.info.lifecycle_stage == "active":
-                client.delete_run(run_id)
-            if hard:
-                get_artifact_repository(run.info.artifact_uri).delete_artifacts()
-                _remove_empty_parent(run.info.artifact_uri)
-                backend._hard_delete_run(run_id)
-            counts["mlflow_runs"] += 1
-        if not hard and counts["mlflow_runs"]:
-            counts["mlflow_runs_soft_only"] = counts["mlflow_runs"]
-        database = _sqlite_file(self.tracking_uri)
-        if database is not None and (counts["mlflow_runs"] or counts["mlflow_registered_models"]):
-            with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
-                con.execute("VACUUM")
+        counts["mlflow_prompt_versions"] = self.prompts.forget(user_id)
+        deleted, hard = delete_runs(client, sorted(set(run_ids) | set(self.user_runs(user_id))))
+        counts["mlflow_runs"] = deleted
+        if not hard and deleted:
+            counts["mlflow_runs_soft_only"] = deleted
+        if counts["mlflow_runs"] or counts["mlflow_registered_models"] or counts["mlflow_prompt_versions"]:
+            vacuum_sqlite(self.tracking_uri)
         return counts
-
-
-def _sqlite_file(uri: str) -> str | None:
-    """The database file of a `sqlite:` tracking URI (as SQLAlchemy reads it), else None."""
-    from sqlalchemy.engine import make_url
-
-    if not uri.startswith("sqlite:"):
-        return None
-    database = make_url(uri).database
-    return database if database and database != ":memory:" else None
-
-
-def _remove_empty_parent(artifact_uri: str) -> None:
-    """A local run's `<root>/<run id>/artifacts` leaves `<root>/<run id>`: remove it when empty."""
-    parsed = urlparse(artifact_uri)
-    if parsed.scheme in ("", "file"):
-        parent = Path(parsed.path).parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            shutil.rmtree(parent, ignore_errors=True)
 
 
 def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tuple[str, float, int]]:
@@ -405,10 +362,3 @@ def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tup
         if isinstance(value, int | float) and not isinstance(value, bool):
             out.append((f"score_{key}", float(value), 0))
     return out
-
-
-def _requirements() -> list[str]:
-    """Pinned requirements of the logged model (given, so MLflow does not infer them by running the model)."""
-    from importlib import metadata
-
-    return [f"{name}=={metadata.version(name)}" for name in ("persona-agent", "dspy", "mlflow")]

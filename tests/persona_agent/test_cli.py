@@ -216,3 +216,24 @@ def test_token_needs_a_secret_and_names_its_user(monkeypatch):
 def test_the_demo_command_is_still_there():
     result = run("demo", "--help")
     assert result.exit_code == 0 and "HuffPost" in result.stdout
+
+
+def test_an_error_message_is_one_line_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # Rich's width: the terminal's, else 80 columns
+    missing = tmp_path / ("a-long-folder-name-" * 6) / "interactions.jsonl"
+    result = run("ingest", str(missing), "--user", "alice")
+    assert result.exit_code == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert str(missing) in line and len(line) > 120
+
+
+def test_personas_list_shows_the_run_of_every_version_the_initial_one_included(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert run("ingest", str(write_jsonl(tmp_path / "a.jsonl", rows("alice")))).exit_code == 0
+    assert run("compile", "--user", "alice", "--n", "2").exit_code == 0
+    result = run("personas", "list", "--user", "alice")
+    assert result.exit_code == 0, result.output
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in result.stdout.splitlines() if "│" in line]
+    run_ids = {row[0]: row[-1] for row in cells if row and row[0] in ("v0", "v1")}
+    assert set(run_ids) == {"v0", "v1"}, result.stdout
+    assert all(len(i) == 8 for i in run_ids.values()) and run_ids["v0"] != run_ids["v1"], result.stdout

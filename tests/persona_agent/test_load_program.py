@@ -13,7 +13,15 @@ import persona_agent
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import PersonaNotFoundError, ProgramFormatError
 from persona_agent.programs import PersonaAgent, init_persona
-from persona_agent.programs.saved import SCHEMA_VERSION, ProgramFactory, program_document, read_document
+from persona_agent.programs.evidence import EvidenceWeights
+from persona_agent.programs.persona_agent import STATE_KEY
+from persona_agent.programs.saved import (
+    SCHEMA_VERSION,
+    ProgramFactory,
+    program_document,
+    read_document,
+    write_document,
+)
 from persona_agent.signatures import CategorizeArticle, PersonalizedRequest
 from persona_agent.testing import ScriptedLM
 from tests.support import LONG, SECRET, SHORT, history, make_workspace
@@ -78,10 +86,9 @@ def test_a_document_round_trips_without_any_lm(embedder):
     agent.respond.lm.kwargs["api_key"] = SECRET
     document = program_document(agent, scores={"metric_final": 1.0})
     text = json.dumps(document)
-    assert SECRET not in text and all(document["state"][n]["lm"] is None for n in ("react", "respond"))
-    assert (
-        document["schema_version"] == SCHEMA_VERSION and document["program"]["signature"]["name"] == "CategorizeArticle"
-    )
+    assert SECRET not in text and all(document[n]["lm"] is None for n in ("react", "respond"))
+    meta = document[STATE_KEY]
+    assert meta["schema_version"] == SCHEMA_VERSION and meta["program"]["signature"]["name"] == "CategorizeArticle"
     rebuilt = ProgramFactory().build(json.loads(text))
     assert rebuilt.task_signature is CategorizeArticle and rebuilt.persona == agent.persona
     assert rebuilt.respond.lm is None
@@ -90,7 +97,7 @@ def test_a_document_round_trips_without_any_lm(embedder):
 
 def test_a_legacy_schema_1_file_loads():
     document = read_document(FIXTURES / "program_v1.json")  # what PersonaAgent.save() wrote before
-    assert document["upgraded_from"] == 1 and document["schema_version"] == SCHEMA_VERSION
+    assert document[STATE_KEY]["upgraded_from"] == 1 and document[STATE_KEY]["schema_version"] == SCHEMA_VERSION
     agent = ProgramFactory().build(document)
     assert agent.user_id == "carol" and agent.task_signature is CategorizeArticle
     assert (agent.persona.version, agent.persona.parent, agent.persona.source) == (2, 1, "aligned")
@@ -104,13 +111,11 @@ def test_newer_or_unknown_programs_fail_with_a_clear_message(tmp_path):
     agent = PersonaAgent(PersonalizedRequest, user_id="fred")
     document = program_document(agent)
     newer = tmp_path / "newer.json"
-    newer.write_text(json.dumps({**document, "schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(ProgramFormatError, match="upgrade persona-agent"):
+    newer.write_text(json.dumps({**document, STATE_KEY: {**document[STATE_KEY], "schema_version": SCHEMA_VERSION + 1}}))
+    with pytest.raises(ProgramFormatError, match=r"pip install -U dspy-persona"):
         read_document(newer)
-    custom = {
-        **document,
-        "program": {**document["program"], "signature": {"name": "MyTask", "inputs": ["a"], "outputs": ["b"]}},
-    }
+    signature = {"name": "MyTask", "inputs": ["a"], "outputs": ["b"]}
+    custom = {**document, STATE_KEY: {**document[STATE_KEY], "program": {"signature": signature}}}
     with pytest.raises(ProgramFormatError, match="signature="):
         ProgramFactory().build(custom)
     garbage = tmp_path / "garbage.json"
@@ -143,3 +148,53 @@ def test_every_task_signature_setting_names_a_signature_saved_programs_load_with
     assert Settings(task_signature="TagMovie").task_signature == "TagMovie"
     with pytest.raises(ValueError, match="task_signature"):
         Settings(task_signature="NoSuchTask")
+
+
+def test_a_schema_2_document_written_by_the_previous_version_still_loads():
+    # program_v2.json: what program_document wrote before documents became DSPy state files (schema 2).
+    document = read_document(FIXTURES / "program_v2.json")
+    assert document[STATE_KEY]["upgraded_from"] == 2 and set(document) == {"react", "respond", "metadata", STATE_KEY}
+    agent = ProgramFactory().build(document)
+    assert agent.user_id == "dave" and agent.task_signature is CategorizeArticle and agent.task == "LaMP-2N"
+    assert (agent.persona.version, agent.persona.parent, agent.persona.source) == (3, 2, "aligned")
+    assert document[STATE_KEY]["scores"] == {"metric_final": 1.0}
+    with dspy.context(lm=ScriptedLM({"article, trajectory -> category": {"category": "science & technology"}})):
+        assert agent(article="A new telescope").category == "science & technology"
+
+
+def test_a_saved_program_is_a_dspy_state_file_a_fresh_agent_loads(workspace, tmp_path):
+    """DSPy's own `Module.load` reads program.json into a fresh `PersonaAgent`: the persona comes with it."""
+    workspace.load_program("alice")  # the initial version
+    compiled = workspace.registry.program("alice", "live")
+    path = write_document(compiled, tmp_path / "program.json")
+    fresh = PersonaAgent(user_id="alice")
+    assert fresh.persona is None
+    fresh.load(str(path))
+    assert fresh.persona == workspace.load_program("alice").persona
+    assert fresh.respond.signature.instructions == workspace.load_program("alice").respond.signature.instructions
+    with dspy.context(lm=ScriptedLM({"request, trajectory -> response": {"response": SHORT}})):
+        assert fresh(request="How are you?").response == SHORT
+
+
+def test_the_planned_mode_and_evidence_weights_survive_a_save_and_both_loaders(tmp_path):
+    weights = EvidenceWeights(lm=0.5, vote=2.0, prior=0.25)
+    agent = PersonaAgent(CategorizeArticle, user_id="gina", mode="planned", k=3, evidence_weights=weights)
+    path = write_document(program_document(agent), tmp_path / "program.json")
+    rebuilt = ProgramFactory().build(read_document(path))  # load_program's path
+    assert (rebuilt.mode, rebuilt.k, rebuilt.evidence_weights) == ("planned", 3, weights)
+    fresh = PersonaAgent(CategorizeArticle, user_id="gina")
+    fresh.load(str(path))  # DSPy's own Module.load
+    assert (fresh.mode, fresh.evidence_weights) == ("planned", weights)
+
+
+def test_older_documents_keep_the_mode_and_evidence_weights_they_held(tmp_path):
+    weights = EvidenceWeights(lm=0.0, vote=1.5)
+    agent = PersonaAgent(CategorizeArticle, user_id="hal", mode="planned", evidence_weights=weights)
+    agent.save(str(tmp_path / "agent.json"))  # schema 1: DSPy's own save of the agent
+    rebuilt = ProgramFactory().build(read_document(tmp_path / "agent.json"))
+    assert (rebuilt.mode, rebuilt.evidence_weights) == ("planned", weights)
+    old = json.loads((FIXTURES / "program_v2.json").read_text())  # schema 2, with the agent's entry in its state
+    old["state"][STATE_KEY] = {"mode": "planned", "evidence_weights": {"vote": 1.5}}
+    old["program"] = {**old["program"], "mode": "planned", "k": 4}
+    rebuilt = ProgramFactory().build(old)
+    assert (rebuilt.mode, rebuilt.k, rebuilt.evidence_weights) == ("planned", 4, EvidenceWeights(vote=1.5))

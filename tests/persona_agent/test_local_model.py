@@ -135,7 +135,7 @@ def test_corrupted_cached_file_is_reassembled(tmp_path):
 
 def test_missing_part_package_names_the_extra(tmp_path):
     pin = ModelPin("x.gguf", ("persona_agent_no_such_part_pkg",), 1, "0" * 64, "qwen2", "X")
-    with pytest.raises(LocalRuntimeMissingError, match=r"persona-agent\[local\]"):
+    with pytest.raises(LocalRuntimeMissingError, match=r"dspy-persona\[local\]"):
         ensure_model(pin, tmp_path)
 
 

@@ -263,7 +263,7 @@ def test_forget_through_the_api_removes_the_user_everywhere(client, workspace):
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["interactions"] == 5 and report["vectors"] == 5
-    assert report["extra"]["personas"] == 2 and report["extra"]["jobs"] == 1 and report["extra"]["mlflow_runs"] == 1
+    assert report["extra"]["personas"] == 2 and report["extra"]["jobs"] == 1 and report["extra"]["mlflow_runs"] == 2
     assert report["extra"]["cached_programs"] >= 1 and report["total"] >= 10
     assert client.get(f"/v1/jobs/{job['id']}", headers=ADMIN).status_code == 404
     assert client.get("/v1/users/alice/personas", headers=ADMIN).json() == {

@@ -232,3 +232,22 @@ def test_bad_arguments(store):
     agent = PersonaAgent(CategorizeArticle, user_id="alice", store=store)
     with pytest.raises(InvalidInputError, match="missing input fields"):
         agent(headline="x")
+
+
+def test_an_unparsable_step_logs_a_bounded_excerpt_of_the_response(store, caplog):
+    # A step cut off at max_tokens: kilobytes of thought and no valid tool. The loop ends, the answer is still
+    # given, and the warning quotes only a bounded excerpt of the response (DSPy's error carries all of it).
+    rambling = "I keep thinking about this article and its many details. " * 75
+    lm = ScriptedLM(
+        {
+            REACT: {"next_thought": rambling, "next_tool_name": "no_such_tool", "next_tool_args": {}},
+            ANSWER: {"category": "politics"},
+        }
+    )
+    agent = PersonaAgent(CategorizeArticle, user_id="alice", store=store, persona=init_persona("alice", "p"))
+    with caplog.at_level("WARNING", logger="persona_agent.programs.persona_agent"), dspy.context(lm=lm):
+        out = agent(article="House passes the spending bill")
+    assert out.category == "politics"
+    [warning] = [r.getMessage() for r in caplog.records if "no valid step" in r.getMessage()]
+    assert len(rambling) > 4000 and len(warning) < 800
+    assert "LM response" in warning and "chars" in warning

@@ -163,6 +163,14 @@ def test_diff_is_a_unified_diff_between_versions(registry):
     assert registry.diff("alice", 1, "live") == ""
 
 
+def test_diff_keeps_lines_apart_when_the_last_line_has_no_newline(registry):
+    registry.add("alice", "## User profile\nLikes sport.")
+    registry.add("alice", "## User profile\nLikes opera.", parent=0)
+    diff = registry.diff("alice", 0, 1)
+    assert diff.splitlines()[-2:] == ["-Likes sport.", "+Likes opera."]
+    assert diff.endswith("\n")
+
+
 def test_ensure_live_creates_the_initial_version_once_under_concurrency(registry):
     calls = []
 
