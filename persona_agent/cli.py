@@ -293,7 +293,7 @@ def compile_command(
             e = plan.estimate
             table.add_row(
                 plan.user_id,
-                str(len(plan.trainset)),
+                f"{e.get('batch') or len(plan.trainset)}{' (capped)' * bool(e.get('capped'))}",
                 *(str(e.get(k, "-")) for k in ("max_lm_calls", "simulate", "loss", "gradient", "update", "evaluate")),
             )
         console.print(table)

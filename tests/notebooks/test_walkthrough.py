@@ -145,6 +145,8 @@ def test_the_notebook_runs_end_to_end_with_a_scripted_lm(tmp_path, monkeypatch, 
     assert out["first"].startswith("In summary,")
     # ... the compile stayed within its estimate and budget, and every phase did its work
     assert out["estimate"] == {
+        "batch": 3,
+        "capped": False,
         "iterations": 1,
         "simulate": 6,
         "loss": 3,
