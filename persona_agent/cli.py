@@ -31,7 +31,6 @@ app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
-DEFAULT_DATA = Path("../shared/data")
 F = TypeVar("F", bound=Callable[..., Any])
 
 LMOption = Annotated[str | None, typer.Option("--lm", help="LM spec for this command (default: PERSONA_AGENT_LM).")]
@@ -106,14 +105,27 @@ def _progress() -> Progress:
 
 @app.command()
 def demo(
-    data: Annotated[Path, typer.Option(help="The shared data folder (see SOURCES.md there).")] = DEFAULT_DATA,
-    articles: Annotated[int, typer.Option(min=1, help="HuffPost articles to ingest.")] = 1000,
-    authors: Annotated[int, typer.Option(min=1, help="Authors to search for.")] = 3,
-    agent: Annotated[bool, typer.Option(help="Also run the persona agent with the LM (minutes offline).")] = True,
+    data: Annotated[
+        Path | None, typer.Option(help="Run the real-data demo on this folder's HuffPost articles instead.")
+    ] = None,
+    articles: Annotated[int, typer.Option(min=1, help="--data: HuffPost articles to ingest.")] = 1000,
+    authors: Annotated[int, typer.Option(min=1, help="--data: authors to search for.")] = 3,
+    agent: Annotated[bool, typer.Option(help="--data: also run the persona agent with the LM.")] = True,
     lm: Annotated[str | None, typer.Option(help="LM spec (default: the setting, 'local').")] = None,
 ) -> None:
-    """Run the offline demo on real HuffPost articles (authors as users)."""
-    from persona_agent.demo import run_demo
+    """The whole loop on the shipped sample, in <home>/demo (remade each run): ingest, profile, persona, answer,
+    compile, diff, answer again, MLflow, load and serve. With --data: the real-data demo (HuffPost authors)."""
+    if data is None:
+        from persona_agent.demo import run_sample_demo
+
+        try:
+            report = run_sample_demo(_settings().home / "demo", lm=lm, console=console)
+        except PersonaAgentError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
+        console.print(f"Done in {report.seconds:.0f} s (by step: {report.step_seconds}); LM calls: {report.lm_calls}.")
+        return
+    from persona_agent.demo_huffpost import run_demo
 
     try:
         model = None
@@ -286,14 +298,16 @@ def compile_command(
                 if not all_users:
                     raise
                 skipped.append((name, str(exc)))
-        table = Table(title="Estimate (most LM calls per user)", title_justify="left")
+        capped = any(plan.estimate.get("capped") for plan in plans)
+        caption = "* batch shrunk to fit --max-lm-calls" if capped else None
+        table = Table(title="Estimate (most LM calls per user)", title_justify="left", caption=caption)
         for column in ("user", "batch", "max LM calls", "simulate", "loss", "gradient", "update", "evaluate"):
             table.add_column(column, justify="left" if column == "user" else "right")
         for plan in plans:
             e = plan.estimate
             table.add_row(
                 plan.user_id,
-                f"{e.get('batch') or len(plan.trainset)}{' (capped)' * bool(e.get('capped'))}",
+                f"{e.get('batch') or len(plan.trainset)}{'*' * bool(e.get('capped'))}",
                 *(str(e.get(k, "-")) for k in ("max_lm_calls", "simulate", "loss", "gradient", "update", "evaluate")),
             )
         console.print(table)

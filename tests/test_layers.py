@@ -31,7 +31,7 @@ ENTRY = (
     "forgetting",
     "reconciling",
     "ingest",
-    "demo",
+    "demo_huffpost",
     "program_cache",
     "testing",
 )
@@ -45,6 +45,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import it
     ("persona_agent.tracking",),
     tuple(f"persona_agent.{name}" for name in ENTRY),
     ("persona_agent.service",),
+    ("persona_agent.demo",),  # the sample demo answers through the service in-process
     ("persona_agent.evaluation",),
     ("persona_agent.cli",),
 )
