@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 
 import pytest
 from mlflow import MlflowClient
@@ -21,6 +22,20 @@ from tests.support import GRADIENT, LOSS, PROFILE
 ANSWER = "article, trajectory -> category"
 EDIT = "persona, gradient -> add, remove"
 TASTE = "Files every AI story, research included, under business."
+
+
+@pytest.fixture(autouse=True)
+def _migrated_mlflow(monkeypatch, mlflow_template):
+    """Each run's fresh home gets a copy of the session's migrated (empty) MLflow database: migrating takes seconds."""
+
+    made = demo.fresh_home
+
+    def fresh_home(root):
+        home = made(root)
+        shutil.copy(mlflow_template, home / "mlflow.db")
+        return home
+
+    monkeypatch.setattr(demo, "fresh_home", fresh_home)
 
 
 def demo_lm() -> ScriptedLM:
@@ -97,3 +112,18 @@ def test_the_demo_never_removes_a_folder_it_did_not_make(tmp_path):
         fresh_home(home)
     assert info.value.field == "home" and (home / "notes.txt").read_text() == "keep me"
     assert (fresh_home(tmp_path / "new").parent / MARKER).is_file()
+
+
+@pytest.mark.slow
+def test_the_demo_with_the_offline_model(tmp_path, embedder, capsys):
+    """The figures the README states: LM calls by step and wall time on this machine (run it to measure)."""
+    pytest.importorskip("xllamacpp")
+    report = run_sample_demo(tmp_path / "demo", lm="local", embedder=embedder)
+    assert not report.compiled.stop_reason.startswith("budget"), report.compiled.stop_reason
+    assert report.compiled.usage["calls"] <= DemoOptions().max_lm_calls and report.served["choices"]
+    assert report.before.text and report.after.text and report.loaded
+    with capsys.disabled():
+        print(f"\ndemo: {report.seconds} s, by step {report.step_seconds}, LM calls {report.lm_calls}")
+        print(
+            f"v{report.compiled.version} changed={report.compiled.changed}: {report.before.text} -> {report.after.text}"
+        )
