@@ -26,6 +26,7 @@ import dspy
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -169,15 +170,17 @@ def build_profile(ws: Workspace, user: str, view: DemoView, report: DemoReport) 
         except ProfileEchoError as exc:  # a small LM may hand its prompt back: the persona starts without a profile
             view.print(f"[yellow]profile[/yellow]: {exc}")
     report.lm_calls["profile"] = _calls(meter)
-    view.print(f"[bold]2. profile[/bold] of {user} (semantic memory, summarised by the LM): {report.profile}")
+    view.print(
+        f"[bold]2. profile[/bold] of {user} (semantic memory, summarised by the LM): {escape(str(report.profile))}"
+    )
     report.persona_v0 = ws.registry.get(user, ws.ensure_persona(user).version).text
 
 
-def answer(ws: Workspace, user: str, question: str, label: str, view: DemoView, options: DemoOptions) -> Answer:
-    reply = ws.respond(user, question)
+def answer(ws: Workspace, options: DemoOptions, label: str, view: DemoView) -> Answer:
+    reply = ws.respond(options.user, options.question)
     view.print(
-        f"[bold]{label}[/bold] (persona v{reply.persona_version}): {reply.text}   "
-        f"[dim]({user} files such stories under {options.expected})[/dim]"
+        f"[bold]{label}[/bold] (persona v{reply.persona_version}): {escape(reply.text)}   "
+        f"[dim]({options.user} files such stories under {options.expected})[/dim]"
     )
     return reply
 
@@ -197,7 +200,11 @@ def compile_persona(ws: Workspace, options: DemoOptions, view: DemoView, report:
     view.print(estimate_table(plan.estimate))
     result = run_compile(ws, plan)
     report.lm_calls["compile"] = int(result.usage.get("calls", 0))
-    state = f"v{result.version} (from v{result.parent}), live" if result.changed else "unchanged (nothing to learn)"
+    state = (
+        f"v{result.version} (from v{result.parent}), live"
+        if result.changed
+        else "no new version (see the run's alignment trace)"
+    )
     view.print(f"[bold]5. compile[/bold]: {state}; {result.usage.get('calls', 0)} LM calls; stop: {result.stop_reason}")
     return result
 
@@ -231,10 +238,10 @@ def load_and_serve(ws: Workspace, options: DemoOptions, run_id: str | None, view
         prediction = agent(**ws.inputs_for(agent, options.question))
     report.loaded = str(prediction[next(iter(agent.task_signature.output_fields))])
     report.lm_calls["loaded"] = _calls(meter)
-    view.print(f"[bold]9. load_program[/bold]({options.user!r}, {source!r}) answers: {report.loaded}")
+    view.print(f"[bold]9. load_program[/bold]({options.user!r}, {source!r}) answers: {escape(report.loaded)}")
     report.served = serve_answer(ws, options.user, options.question)
     choice = report.served["choices"][0]["message"]["content"]
-    view.print(f"   POST /v1/chat/completions as {report.served['system_fingerprint']}: {choice}")
+    view.print(f"   POST /v1/chat/completions as {report.served['system_fingerprint']}: {escape(choice)}")
 
 
 def run_sample_demo(
@@ -267,10 +274,11 @@ def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoRepor
     with view.step("profile", f"building {user}'s profile (1 LM call)"):
         build_profile(ws, user, view, report)
     with view.step("initial persona", "the initial persona"):
-        view.print(f"[bold]3. initial persona[/bold] v0 (from the profile):\n{report.persona_v0}")
+        view.print("[bold]3. initial persona[/bold] v0 (from the profile):")
+        view.print(report.persona_v0, markup=False, highlight=False)
     with view.step("answer", "answering with v0"):
-        view.print(f"   the new article: {question}")
-        report.before = answer(ws, user, question, "4. answer", view, options)
+        view.print(f"   the new article: {escape(question)}")
+        report.before = answer(ws, options, "4. answer", view)
     with view.step("compile", f"compiling {user}'s persona (at most {options.max_lm_calls} LM calls)"):
         report.compiled = compile_persona(ws, options, view, report)
     with view.step("diff", "the persona diff"):
@@ -278,9 +286,10 @@ def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoRepor
         view.print("[bold]6. persona diff[/bold] (v0 -> the compiled version):")
         view.print(report.diff.rstrip("\n") or "(no difference)", markup=False, highlight=False)
     with view.step("answer again", "answering with the compiled persona"):
-        report.after = answer(ws, user, question, "7. answer again", view, options)
+        report.after = answer(ws, options, "7. answer again", view)
     with view.step("MLflow", "the MLflow run"):
         show_run(ws, report.compiled, view, report)
     with view.step("serve", "load_program, then the OpenAI-compatible app"):
-        load_and_serve(ws, options, report.compiled.mlflow_run_id, view, report)
+        run_id = report.compiled.mlflow_run_id if report.compiled.changed else None  # else: the live v0
+        load_and_serve(ws, options, run_id, view, report)
     report.lm_calls["answers"] = sum(int(a.usage.get("calls", 0)) for a in (report.before, report.after) if a)
