@@ -4,13 +4,15 @@
 - `records`: `Item`, `EvalUser` (history + latest queries; `profile_before`, `alignment_batch`),
   `BuildReport`, `EvalDataset`.
 - `loaders`: LaMP's official question/output files and OPPU's per-user files (and a LaMP writer).
-- `huffpost`, `movielens`, `amazon`: builders from the real data in `../shared/data` (see its SOURCES.md).
+- `huffpost`, `movielens`, `amazon`: builders from the real data (the folder given, else the `data_dir` setting;
+  its SOURCES.md says where each file comes from), each a `builders.LampBuilder` around its own reading.
 - `metrics`, `intervals`: LaMP's official metrics and seeded bootstrap intervals.
 
 The runner is imported from its modules, not re-exported here (it loads DSPy and the models' stack):
 - `plan`: task set-ups, the compared methods (baselines, ablations, alignment strategies, no-LM floors)
   and the paper's figures; `floors`: the no-LM floors; `moviekb`: the LaMP-2M knowledge base.
-- `runner`: `RunConfig`, `run_evaluation` (resumable: `persist`'s results log and per-user state cache).
+- `runner`: `RunConfig`, `run_evaluation` (resumable: `persist`'s results log and per-user state cache);
+  per user `user_run.UserRun` answers, on `user_setup` (memory, profile, personas) and `run_state` (shared).
 - `report`: results JSON, Markdown table and PNG chart from a run's log, with `head_to_head` (PersonaAgent
   against each method, query by query) and `alignment_effect` (what each alignment strategy changed);
   `cli`: `persona-agent eval`.

@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from persona_agent.core.tasks import TaskSpec
-from persona_agent.evaluation.head_to_head import count_signs, same_profile, scored_by_query
+from persona_agent.evaluation.head_to_head import count_signs, same_profile, scored_by_query, sign_test
 from persona_agent.evaluation.plan import METHOD_SPECS
 
-UNALIGNED = "no_alignment"
+UNALIGNED = "no_alignment"  # the ReAct agent's; a method's own is `MethodSpec.unaligned`
 
 Row = dict[str, Any]
 
@@ -50,23 +50,28 @@ class AlignmentEffect:
     personas_checked: int = 0
     personas_flagged: int = 0
 
+    @property
+    def p_value(self) -> float:
+        """The two-sided sign test of better against worse answers (1.0 when none changed score)."""
+        return sign_test(self.better, self.worse)
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "p_value": round(self.p_value, 4)}
 
 
 def alignment_effects(
     task: TaskSpec, by_method: Mapping[str, Sequence[Row]], setups_by_stage: Mapping[str, Sequence[Row]]
 ) -> list[AlignmentEffect]:
     """One entry per PersonaAgent strategy with predictions or alignment set-up rows, in `METHOD_SPECS` order."""
-    unaligned_rows = by_method.get(UNALIGNED, ())
-    unaligned = {(r["user"], r["query_id"]): r for r in unaligned_rows}
-    unaligned_scores = scored_by_query(task, unaligned_rows) if unaligned_rows else {}
     effects = []
     for spec in METHOD_SPECS:
         if spec.group != "persona_agent" or spec.persona != "aligned" or spec.strategy is None:
             continue
+        unaligned_rows = by_method.get(spec.unaligned, ())
+        unaligned = {(r["user"], r["query_id"]): r for r in unaligned_rows}
+        unaligned_scores = scored_by_query(task, unaligned_rows) if unaligned_rows else {}
         rows = by_method.get(spec.name, ())
-        setups = setups_by_stage.get(f"align:{spec.strategy}", ())
+        setups = setups_by_stage.get(f"align:{spec.alignment_key}", ())
         if not rows and not setups:
             continue
         scores = scored_by_query(task, rows) if rows else {}

@@ -10,23 +10,13 @@ states the rating outright ("Five stars").
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_agent.core.errors import DatasetFormatError
-from persona_agent.core.lamp import require_file
-from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_3
-from persona_agent.evaluation.builders import (
-    DEFAULT_MIN_PROFILE,
-    DEFAULT_QUERIES_PER_USER,
-    RawItem,
-    assemble_dataset,
-    check_split,
-    data_path,
-)
+from persona_agent.evaluation.builders import LampBuilder, RawItem, csv_rows
 
 REVIEWS_FILE = "amazon-musical-instruments/Musical_instruments_reviews.csv"
 _COLUMNS = ("reviewerID", "asin", "reviewText", "overall", "unixReviewTime")
@@ -43,61 +33,46 @@ def rating_label(raw: str) -> str | None:
     return str(int(value))
 
 
-def build_amazon_ratings(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-3 from Amazon Musical Instruments: per reviewer, predict the star rating of a review text."""
-    check_split(queries_per_user, min_profile)
-    path = require_file(data_path(data_dir) / REVIEWS_FILE)
+def read_reviews(root: Path) -> tuple[list[RawItem], int, Counter[str]]:
+    """Every review with text as a row (user = reviewerID, input = text, output = rating), reviews read, drops."""
+    path = root / REVIEWS_FILE
     dropped: Counter[str] = Counter()
     rows: list[RawItem] = []
     read = 0
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetFormatError(path, "header", missing[0], reader.fieldnames, "column missing")
-        for row_no, row in enumerate(reader, start=2):  # row 1 is the header
-            read += 1
-            user = (row["reviewerID"] or "").strip()
-            if not user:
-                raise DatasetFormatError(path, f"row {row_no}", "reviewerID", row["reviewerID"], "empty")
-            label = rating_label((row["overall"] or "").strip())
-            if label is None:
-                raise DatasetFormatError(path, f"row {row_no}", "overall", row["overall"], "not a rating 1..5")
-            try:
-                stamp = int((row["unixReviewTime"] or "").strip())
-            except ValueError as exc:
-                raise DatasetFormatError(
-                    path, f"row {row_no}", "unixReviewTime", row["unixReviewTime"], "not an integer"
-                ) from exc
-            text = " ".join((row["reviewText"] or "").split())
-            if not text:
-                dropped["empty_text"] += 1
-                continue
-            rows.append(
-                RawItem(
-                    user_id=user,
-                    item_id=f"amazon-mi-{row_no:05d}",
-                    input=text,
-                    output=label,
-                    timestamp=datetime.fromtimestamp(stamp, tz=UTC),
-                    fields={
-                        "asin": row["asin"] or "",
-                        "summary": row.get("summary") or "",
-                        "reviewTime": row.get("reviewTime") or "",
-                    },
-                )
+    for row_no, row in csv_rows(path, _COLUMNS):
+        read += 1
+        user = (row["reviewerID"] or "").strip()
+        if not user:
+            raise DatasetFormatError(path, f"row {row_no}", "reviewerID", row["reviewerID"], "empty")
+        label = rating_label((row["overall"] or "").strip())
+        if label is None:
+            raise DatasetFormatError(path, f"row {row_no}", "overall", row["overall"], "not a rating 1..5")
+        try:
+            stamp = int((row["unixReviewTime"] or "").strip())
+        except ValueError as exc:
+            raise DatasetFormatError(
+                path, f"row {row_no}", "unixReviewTime", row["unixReviewTime"], "not an integer"
+            ) from exc
+        text = " ".join((row["reviewText"] or "").split())
+        if not text:
+            dropped["empty_text"] += 1
+            continue
+        rows.append(
+            RawItem(
+                user_id=user,
+                item_id=f"amazon-mi-{row_no:05d}",
+                input=text,
+                output=label,
+                timestamp=datetime.fromtimestamp(stamp, tz=UTC),
+                fields={
+                    "asin": row["asin"] or "",
+                    "summary": row.get("summary") or "",
+                    "reviewTime": row.get("reviewTime") or "",
+                },
             )
-    return assemble_dataset(
-        LAMP_3,
-        "Amazon Musical Instruments 5-core reviews",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+        )
+    return rows, read, dropped
+
+
+# LaMP-3 from Amazon Musical Instruments: per reviewer, predict the star rating of a review text.
+build_amazon_ratings = LampBuilder(LAMP_3, "Amazon Musical Instruments 5-core reviews", read_reviews)

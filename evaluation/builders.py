@@ -8,16 +8,18 @@ are the queries; a user is kept only if at least `min_profile` items lie strictl
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import ConfigError, InvalidInputError
+from persona_agent.core.errors import ConfigError, DatasetFormatError, InvalidInputError
+from persona_agent.core.lamp import require_file
 from persona_agent.core.records import BuildReport, EvalDataset, EvalUser, Item, count_at_least
 from persona_agent.core.tasks import TaskSpec
 
@@ -54,11 +56,38 @@ def slugify_user_id(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
 
 
+def csv_rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """A CSV file's records with the row numbers its errors name (row 1 is the header), once the file is found
+    and its header holds `columns`."""
+    with require_file(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetFormatError(path, "header", missing[0], reader.fieldnames, "column missing")
+        yield from enumerate(reader, start=2)
+
+
 def check_split(queries_per_user: int, min_profile: int) -> None:
     if queries_per_user < 1:
         raise InvalidInputError("queries_per_user", queries_per_user, "must be >= 1")
     if min_profile < 0:
         raise InvalidInputError("min_profile", min_profile, "must be >= 0")
+
+
+def _timeline(rows: list[RawItem]) -> list[Item]:
+    """A user's time-sorted rows as items; `order` is the dense rank of the timestamp (ties simultaneous)."""
+    ranks = {ts: rank for rank, ts in enumerate(sorted({r.timestamp for r in rows}))}
+    return [
+        Item(
+            id=r.item_id,
+            input=r.input,
+            output=r.output,
+            order=ranks[r.timestamp],
+            timestamp=r.timestamp,
+            fields=r.fields,
+        )
+        for r in rows
+    ]
 
 
 def assemble_dataset(
@@ -84,18 +113,7 @@ def assemble_dataset(
         if len(rows) < queries_per_user + min_profile:
             skipped["too_few_items"] += 1
             continue
-        ranks = {ts: rank for rank, ts in enumerate(sorted({r.timestamp for r in rows}))}
-        timeline = [
-            Item(
-                id=r.item_id,
-                input=r.input,
-                output=r.output,
-                order=ranks[r.timestamp],
-                timestamp=r.timestamp,
-                fields=r.fields,
-            )
-            for r in rows
-        ]
+        timeline = _timeline(rows)
         user = EvalUser(
             user_id=user_id,
             task=task.name,
@@ -123,3 +141,38 @@ def assemble_dataset(
         kept_users_with_at_least=count_at_least([u.n_items for u in users]),
     )
     return EvalDataset(task=task.name, users=tuple(users), report=report)
+
+
+Extract = Callable[[Path], tuple[list[RawItem], int, Counter[str]]]
+"""Reads a source's files under the data folder: its usable rows, the records read, drop counts by reason."""
+
+
+@dataclass(frozen=True)
+class LampBuilder:
+    """A LaMP task's dataset from one source, called as `build(data_dir, queries_per_user=, min_profile=)`.
+
+    Every builder does the same around its own reading (`extract`): check the split before any file is read,
+    resolve the data folder (`data_path`), then assemble the users (`assemble_dataset`)."""
+
+    task: TaskSpec
+    source: str  # named in the build report
+    extract: Extract
+
+    def __call__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        queries_per_user: int = DEFAULT_QUERIES_PER_USER,
+        min_profile: int = DEFAULT_MIN_PROFILE,
+    ) -> EvalDataset:
+        check_split(queries_per_user, min_profile)
+        rows, read, dropped = self.extract(data_path(data_dir))
+        return assemble_dataset(
+            self.task,
+            self.source,
+            rows,
+            records_read=read,
+            records_dropped=dropped,
+            queries_per_user=queries_per_user,
+            min_profile=min_profile,
+        )

@@ -24,6 +24,21 @@ eval_app = typer.Typer(
 )
 console = Console()
 
+RESULTS_ROOT = Path("benchmarks/results/eval")  # as run_config.DEFAULT_OUT, which loads DSPy: not for `--help`
+
+# `eval run` options whose help does not fit on the parameter's line.
+_Methods = Annotated[
+    str, typer.Option(help="Comma-separated methods, groups (floors, baselines, ablations, strategies) or all.")
+]
+_Data = Annotated[Path | None, typer.Option(help="The real-data folder (default: the PERSONA_AGENT_DATA_DIR setting).")]
+_RunName = Annotated[str | None, typer.Option(help="Run folder name (default: <lm>-<users>u-<queries>q-seed<seed>).")]
+_Workers = Annotated[
+    int | None, typer.Option(min=1, help="Users in parallel (default 1 for the in-process model, else 4).")
+]
+_AlignThreads = Annotated[
+    int | None, typer.Option(min=1, help="Parallel simulations within one alignment (default 1 in-process, else 4).")
+]
+
 
 @eval_app.callback()
 def _offline() -> None:
@@ -60,33 +75,20 @@ def run_command(
     task: Annotated[str, typer.Option(help="lamp2n (HuffPost), lamp2m (MovieLens), lamp3 (Amazon) or lamp4.")],
     users: Annotated[int, typer.Option(min=1, help="Users to sample (all eligible ones if fewer).")] = 20,
     queries: Annotated[int, typer.Option(min=1, help="Latest items per user used as queries.")] = 3,
-    methods: Annotated[
-        str, typer.Option(help="Comma-separated methods, groups (floors, baselines, ablations, strategies) or all.")
-    ] = "all",
+    methods: _Methods = "all",
     lm: Annotated[str, typer.Option(help="'local', 'gguf:/path.gguf' or a LiteLLM model string.")] = "local",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the user sample, GEPA and the bootstrap.")] = 0,
-    out: Annotated[Path, typer.Option(help="Results root; the run goes to <out>/<task>/<run-name>.")] = Path(
-        "benchmarks/results/eval"
-    ),
-    data: Annotated[
-        Path | None, typer.Option(help="The real-data folder (default: the PERSONA_AGENT_DATA_DIR setting).")
-    ] = None,
-    run_name: Annotated[
-        str | None, typer.Option(help="Run folder name (default: <lm>-<users>u-<queries>q-seed<seed>).")
-    ] = None,
+    out: Annotated[Path, typer.Option(help="Results root; the run goes to <out>/<task>/<run-name>.")] = RESULTS_ROOT,
+    data: _Data = None,
+    run_name: _RunName = None,
     k: Annotated[int, typer.Option(min=1, help="Retrieved memory items per query.")] = 4,
     max_iters: Annotated[int, typer.Option(min=1, help="Most tool calls per agent answer.")] = 3,
     align_n: Annotated[int, typer.Option(min=1, help="Alignment batch: items just before the first query.")] = 3,
     align_iterations: Annotated[int, typer.Option(min=1, help="PersonaAligner iterations.")] = 1,
     align_budget: Annotated[int, typer.Option(min=4, help="LM calls per user and alignment strategy, at most.")] = 60,
     profile_records: Annotated[int, typer.Option(min=1, help="Latest memory items summarised into the profile.")] = 40,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Users in parallel (default 1 for the in-process model, else 4).")
-    ] = None,
-    align_threads: Annotated[
-        int | None,
-        typer.Option(min=1, help="Parallel simulations within one alignment (default 1 in-process, else 4)."),
-    ] = None,
+    workers: _Workers = None,
+    align_threads: _AlignThreads = None,
     lm_cache: Annotated[bool, typer.Option(help="Use DSPy's response cache (off: honest seconds).")] = False,
     retry_errors: Annotated[bool, typer.Option(help="On resume, rerun examples that failed.")] = False,
     progress: Annotated[bool, typer.Option(help="Show the progress bar.")] = True,
@@ -153,9 +155,7 @@ def report_command(
 
 @eval_app.command("index")
 def index_command(
-    root: Annotated[Path, typer.Argument(help="The runs root, holding <task>/<run>/results.json.")] = Path(
-        "benchmarks/results/eval"
-    ),
+    root: Annotated[Path, typer.Argument(help="The runs root, holding <task>/<run>/results.json.")] = RESULTS_ROOT,
     page: Annotated[Path | None, typer.Option(help="The index page (default: README.md beside the root).")] = None,
     readme: Annotated[
         Path | None, typer.Option(help="Also splice the headline table into this file, between its results markers.")

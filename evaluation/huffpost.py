@@ -22,23 +22,16 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import partial
 from pathlib import Path
 
 from persona_agent.core.errors import DatasetFormatError
 from persona_agent.core.lamp import require_file
-from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_2N, LAMP_4
-from persona_agent.evaluation.builders import (
-    DEFAULT_MIN_PROFILE,
-    DEFAULT_QUERIES_PER_USER,
-    RawItem,
-    assemble_dataset,
-    check_split,
-    data_path,
-    slugify_user_id,
-)
+from persona_agent.evaluation.builders import LampBuilder, RawItem, data_path, slugify_user_id
 
 HUFFPOST_FILES: tuple[str, ...] = (
     "huffpost-news/News_Category_Dataset_v3.json",
@@ -184,72 +177,48 @@ def _fields(article: Article) -> dict[str, str]:
     }
 
 
-def build_huffpost_categories(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-2N from HuffPost: per author, categorize "headline. short description" into LaMP's 15 categories."""
-    check_split(queries_per_user, min_profile)
-    articles, read, dropped = read_articles(data_dir)
+def _category_pair(article: Article) -> tuple[str, str] | None:
+    """LaMP-2N: "headline. short description" -> its LaMP category; None for a category LaMP lacks."""
+    label = CATEGORY_MAP.get(article.category)
+    return None if label is None else (join_headline(article.headline, article.description), label)
+
+
+def _headline_pair(article: Article) -> tuple[str, str] | None:
+    """LaMP-4: short description -> headline; None without a description."""
+    return (article.description, article.headline) if article.description else None
+
+
+def _article_rows(
+    root: Path, pair: Callable[[Article], tuple[str, str] | None], unusable: str
+) -> tuple[list[RawItem], int, Counter[str]]:
+    """The articles as rows of one task: `pair` gives (input, output), or None to drop one as `unusable`."""
+    articles, read, dropped = read_articles(root)
     rows: list[RawItem] = []
     for article in articles:
-        label = CATEGORY_MAP.get(article.category)
-        if label is None:
-            dropped["unmapped_category"] += 1
+        in_out = pair(article)
+        if in_out is None:
+            dropped[unusable] += 1
             continue
         rows.append(
             RawItem(
                 user_id=slugify_user_id(article.author),
                 item_id=article.item_id,
-                input=join_headline(article.headline, article.description),
-                output=label,
+                input=in_out[0],
+                output=in_out[1],
                 timestamp=_when(article.day),
                 fields=_fields(article),
             )
         )
-    return assemble_dataset(
-        LAMP_2N,
-        "HuffPost News Category v3+v2 (authors as users)",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+    return rows, read, dropped
 
 
-def build_huffpost_headlines(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-4 from HuffPost: per author, write the headline of an article from its short description."""
-    check_split(queries_per_user, min_profile)
-    articles, read, dropped = read_articles(data_dir)
-    rows: list[RawItem] = []
-    for article in articles:
-        if not article.description:
-            dropped["empty_short_description"] += 1
-            continue
-        rows.append(
-            RawItem(
-                user_id=slugify_user_id(article.author),
-                item_id=article.item_id,
-                input=article.description,
-                output=article.headline,
-                timestamp=_when(article.day),
-                fields=_fields(article),
-            )
-        )
-    return assemble_dataset(
-        LAMP_4,
-        "HuffPost News Category v3+v2 (authors as users)",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+_SOURCE = "HuffPost News Category v3+v2 (authors as users)"
+
+# LaMP-2N from HuffPost: per author, categorize "headline. short description" into LaMP's 15 categories.
+build_huffpost_categories = LampBuilder(
+    LAMP_2N, _SOURCE, partial(_article_rows, pair=_category_pair, unusable="unmapped_category")
+)
+# LaMP-4 from HuffPost: per author, write the headline of an article from its short description.
+build_huffpost_headlines = LampBuilder(
+    LAMP_4, _SOURCE, partial(_article_rows, pair=_headline_pair, unusable="empty_short_description")
+)

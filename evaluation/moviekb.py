@@ -1,4 +1,4 @@
-"""The knowledge source for LaMP-2M: public movie metadata from ../shared/data, standing in for the
+"""The knowledge source for LaMP-2M: public movie metadata from the data folder, standing in for the
 paper's Wikipedia search.
 
 One document per movie: title (year), genres, TMDB keywords and tagline, and the plot (the IMDb plot for

@@ -17,23 +17,14 @@ Input is the description, output the LaMP tag, time the tag's Unix timestamp (se
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_agent.core.errors import DatasetFormatError
 from persona_agent.core.lamp import require_file
-from persona_agent.core.records import EvalDataset
 from persona_agent.core.tasks import LAMP_2M, MOVIE_TAGS
-from persona_agent.evaluation.builders import (
-    DEFAULT_MIN_PROFILE,
-    DEFAULT_QUERIES_PER_USER,
-    RawItem,
-    assemble_dataset,
-    check_split,
-    data_path,
-)
+from persona_agent.evaluation.builders import LampBuilder, RawItem, csv_rows, data_path
 
 TAGS_FILE = "movielens10m-tags/tags.dat"
 TITLES_FILE = "movielens10m-tags/movies.dat"
@@ -107,15 +98,6 @@ def parse_tag_line(line: str, path: Path | str = TAGS_FILE, line_no: int = 0) ->
     return values[0], values[1], ";".join(parts[2:-1]), values[2]
 
 
-def _read_csv(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
-    with require_file(path).open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetFormatError(path, "header", missing[0], reader.fieldnames, "column missing")
-        return list(reader)
-
-
 def _int(path: Path, row_no: int, name: str, raw: str) -> int:
     try:
         return int(raw)
@@ -129,18 +111,18 @@ def read_descriptions(data_dir: Path | str | None = None) -> dict[int, tuple[str
     described: dict[int, tuple[str, str]] = {}
     tmdb_path = root / TMDB_FILE
     overviews: dict[int, str] = {}
-    for row_no, row in enumerate(_read_csv(tmdb_path, ("id", "overview")), start=2):
+    for row_no, row in csv_rows(tmdb_path, ("id", "overview")):
         text = " ".join(row["overview"].split())
         if text:
             overviews[_int(tmdb_path, row_no, "id", row["id"])] = text
     links_path = root / LINKS_FILE
-    for row_no, row in enumerate(_read_csv(links_path, ("movieId", "tmdbId")), start=2):
+    for row_no, row in csv_rows(links_path, ("movieId", "tmdbId")):
         if row["tmdbId"].strip():
             overview = overviews.get(_int(links_path, row_no, "tmdbId", row["tmdbId"]))
             if overview:
                 described[_int(links_path, row_no, "movieId", row["movieId"])] = (overview, "tmdb")
     plots_path = root / IMDB_PLOTS_FILE
-    for row_no, row in enumerate(_read_csv(plots_path, ("movieId", "plot")), start=2):
+    for row_no, row in csv_rows(plots_path, ("movieId", "plot")):
         text = " ".join(row["plot"].split())
         if text:  # the IMDb plot wins over the TMDB overview
             described[_int(plots_path, row_no, "movieId", row["movieId"])] = (text, "imdb")
@@ -161,15 +143,8 @@ def read_titles(data_dir: Path | str | None = None) -> dict[int, str]:
     return titles
 
 
-def build_movielens_tags(
-    data_dir: Path | str | None = None,
-    *,
-    queries_per_user: int = DEFAULT_QUERIES_PER_USER,
-    min_profile: int = DEFAULT_MIN_PROFILE,
-) -> EvalDataset:
-    """LaMP-2M from MovieLens-10M: per user, tag a movie description with one of LaMP's 15 tags."""
-    check_split(queries_per_user, min_profile)
-    root = data_path(data_dir)
+def read_tag_rows(root: Path) -> tuple[list[RawItem], int, Counter[str]]:
+    """Every usable tag application as a row (input = description, output = LaMP tag), lines read, drops."""
     tags_path = require_file(root / TAGS_FILE)
     descriptions = read_descriptions(root)
     titles = read_titles(root)
@@ -212,12 +187,8 @@ def build_movielens_tags(
                 },
             )
         )
-    return assemble_dataset(
-        LAMP_2M,
-        "MovieLens-10M tags + IMDb plots / TMDB overviews",
-        rows,
-        records_read=read,
-        records_dropped=dropped,
-        queries_per_user=queries_per_user,
-        min_profile=min_profile,
-    )
+    return rows, read, dropped
+
+
+# LaMP-2M from MovieLens-10M: per user, tag a movie description with one of LaMP's 15 tags.
+build_movielens_tags = LampBuilder(LAMP_2M, "MovieLens-10M tags + IMDb plots / TMDB overviews", read_tag_rows)

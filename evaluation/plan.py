@@ -105,9 +105,23 @@ class MethodSpec:
     persona: PersonaSource = "none"
     strategy: str | None = None
     uses_profile: bool = False
+    mode: Literal["react", "planned"] = "react"
+
+    @property
+    def alignment_key(self) -> str:
+        """The cached alignment this method runs under: a strategy, per agent mode (a planned agent is
+        aligned as it answers, one call per simulated answer, and keeps an update only if it helps)."""
+        strategy = self.strategy or "persona_aligner"
+        return f"{strategy}:planned" if self.mode == "planned" else strategy
+
+    @property
+    def unaligned(self) -> str:
+        """The method that is this one without its compiled persona (the alignment effect's baseline)."""
+        return "planned_no_alignment" if self.mode == "planned" else "no_alignment"
 
     @property
     def is_floor(self) -> bool:
+        """No program: computed from the data alone (the fitted vote is a program that calls no LM)."""
         return self.program is None
 
     @property
@@ -129,6 +143,7 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("majority", "user majority label (floor)", "floor"),
     MethodSpec("nearest", "nearest profile item (floor)", "floor"),
     MethodSpec("median", "user median rating (floor)", "floor"),
+    MethodSpec("vote", "fitted neighbour vote (floor, no LM)", "floor", "planned_no_persona", mode="planned"),
     MethodSpec("non_personalized", "non-personalized LM", "baseline", "non_personalized"),
     MethodSpec("icl", "ICL (latest k)", "baseline", "icl"),
     MethodSpec("rag", "RAG (top-k)", "baseline", "rag"),
@@ -142,6 +157,21 @@ METHOD_SPECS: tuple[MethodSpec, ...] = (
     MethodSpec("persona_agent", "PersonaAgent", "persona_agent", "persona_agent", "aligned", "persona_aligner"),
     MethodSpec("persona_agent+gepa", "PersonaAgent + GEPA", "persona_agent", "persona_agent", "aligned", "gepa"),
     MethodSpec("persona_agent+copro", "PersonaAgent + COPRO", "persona_agent", "persona_agent", "aligned", "copro"),
+    # Planned mode (one answer call, memory as demos, scored labels, fitted evidence weights) and its rows
+    MethodSpec("planned_no_persona", "planned w/o persona", "ablation", "planned_no_persona", mode="planned"),
+    MethodSpec(
+        "planned_no_memory",
+        "planned w/o memory",
+        "ablation",
+        "planned_no_memory",
+        "aligned",
+        "persona_aligner",
+        mode="planned",
+    ),
+    MethodSpec("planned_no_alignment", "planned w/o alignment", "ablation", "planned", "initial", mode="planned"),
+    MethodSpec(
+        "planned", "PersonaAgent planned", "persona_agent", "planned", "aligned", "persona_aligner", mode="planned"
+    ),
 )
 METHODS_BY_NAME: dict[str, MethodSpec] = {m.name: m for m in METHOD_SPECS}
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -149,6 +179,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": tuple(m.name for m in METHOD_SPECS if m.group == "baseline"),
     "ablations": tuple(m.name for m in METHOD_SPECS if m.group == "ablation"),
     "strategies": tuple(m.name for m in METHOD_SPECS if m.group == "persona_agent"),
+    "planned": tuple(m.name for m in METHOD_SPECS if m.mode == "planned"),  # issue 39's rows, the vote floor too
 }
 
 
@@ -163,6 +194,7 @@ def available_methods(task: TaskSpec) -> tuple[str, ...]:
     undefined = {
         "majority": task.metric_kind is MetricKind.GENERATION,
         "median": task.metric_kind is not MetricKind.REGRESSION,
+        "vote": task.metric_kind is MetricKind.GENERATION,
     }
     return tuple(m.name for m in METHOD_SPECS if not undefined.get(m.name, False))
 

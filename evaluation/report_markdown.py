@@ -233,16 +233,19 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
     unaligned = labels.get(UNALIGNED, UNALIGNED)
     lines = [
         f"What alignment did: personas it changed (of the users aligned), how each alignment stopped, and, on the "
-        f"queries both answered, the answers that differ from {unaligned} (the same agent under the unaligned "
-        "persona) and whether they scored better or worse.",
+        f"queries both answered, the answers that differ from the same agent uncompiled ({unaligned}; for the "
+        "planned agent, planned w/o alignment) and whether they scored better or worse, with the two-sided sign "
+        "test's p.",
         "",
-        "| method | users aligned | personas changed | failed | stopped by | queries | answers changed | better | worse |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| method | users aligned | personas changed | failed | stopped by | queries | answers changed | better | worse "
+        "| p |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for e in effects:
         stops = ", ".join(f"{reason} × {n}" for reason, n in e["stop_reasons"].items()) or "—"
         cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
+        counts.append(f"{e['p_value']:.3f}" if "p_value" in e else "—")
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
     mismatch = _profile_mismatch_note(effects, labels, "what alignment did")
     return [*lines, "", *mismatch, *_persona_check_note(effects, labels)]

@@ -25,6 +25,7 @@ from dspy.teleprompt import Teleprompter
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.usage import track_usage
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, CallPlan, fit_calls
+from persona_agent.optimizers.evidence_fit import acceptance_key, evidence_records, fit_weights
 from persona_agent.optimizers.guard import PersonaGuard
 from persona_agent.optimizers.simulation import (
     Metric,
@@ -96,8 +97,9 @@ class PersonaAligner(Teleprompter):
             LM judges matches.
         n: how many of the user's latest interactions form the batch (the paper's n = 3).
         iterations: simulate -> loss -> gradient -> update rounds (the paper: gains plateau after ~3).
-        accept: "always" takes every update (the paper); "improve" keeps an update only if the metric
-            on `valset` (or the batch) does not fall.
+        accept: "always" takes every update (the paper); "improve" keeps an update only if it scores
+            strictly higher on `valset` (interactions it did not learn from; else the batch), by the metric
+            and then by the probability planned answers give the truth; a tie keeps the current persona.
         sim_lm / critic_lm: LMs for simulation and for loss/gradient/update (default: the configured LM).
         max_persona_chars: the persona's length cap.
         update: "rewrite" has the LM write the whole new persona (the paper's step); "edit" asks only
@@ -105,6 +107,8 @@ class PersonaAligner(Teleprompter):
             that copy a persona back unchanged when asked to rewrite it.
         max_lm_calls / max_tokens / max_seconds: the compile's budget.
         num_threads: parallel simulations.
+        fit_evidence: for a planned-mode agent over a closed label set, also fit the user's evidence
+            weights on the final persona's simulated answers (valset, else batch), at no extra LM call.
     """
 
     def __init__(
@@ -122,8 +126,10 @@ class PersonaAligner(Teleprompter):
         max_tokens: int | None = None,
         max_seconds: float | None = None,
         num_threads: int = 4,
+        fit_evidence: bool = True,
     ) -> None:
         super().__init__()
+        self.fit_evidence = fit_evidence
         for name, value in (("n", n), ("iterations", iterations), ("max_persona_chars", max_persona_chars)):
             validate_k(value, name)
         if accept not in ("always", "improve"):
@@ -221,27 +227,48 @@ class PersonaAligner(Teleprompter):
         step["usage"] = usage_delta(before, run.meter.report())
         return False
 
+    def _key(self, run: _Run, records: list[dict]) -> tuple[float, float] | None:
+        return acceptance_key(records, run.output, run.student.evidence_weights)
+
     def _consider(self, candidate: Persona, step: dict[str, Any], run: _Run) -> None:
-        """Accept the update (accept="always"), or only if the metric does not fall ("improve")."""
+        """Accept the update (accept="always"), or only if it scores strictly higher ("improve")."""
         candidate_agent = run.student.with_persona(candidate)
         if self.accept == "improve":
-            if run.valset:
-                new_score, old_score = (
-                    mean_score(self.simulation.simulate(candidate_agent, run.valset, run.metric)),
-                    run.val_score,
-                )
-            else:
-                evaluated = self.simulation.simulate(candidate_agent, run.batch, run.metric)
-                new_score, old_score = mean_score(evaluated), step["metric"]
-            step["candidate_metric"] = new_score
-            step["accepted"] = new_score is not None and old_score is not None and new_score >= old_score
+            held_out = bool(run.valset)
+            evaluated = self.simulation.simulate(candidate_agent, run.valset if held_out else run.batch, run.metric)
+            new_key = self._key(run, evaluated)
+            old_key = run.val_key if held_out else self._key(run, step["examples"])
+            step["candidate_metric"] = new_key[0] if new_key is not None else None
+            step["accepted"] = new_key is not None and old_key is not None and new_key > old_key
             if step["accepted"]:
-                run.val_score = new_score if run.valset else run.val_score
-                run.current = None if run.valset else evaluated
+                if held_out:
+                    run.val_key, run.val_records = new_key, evaluated
+                else:
+                    run.current = evaluated
         else:
             step["accepted"] = True
         if step["accepted"]:
             run.persona, run.agent = candidate, candidate_agent
+
+    def _final_records(self, run: _Run) -> list[dict] | None:
+        """The final persona's simulated answers: on the valset if scored, else on the batch if known."""
+        if run.val_records is not None:
+            return run.val_records
+        if run.current is not None:
+            return run.current
+        last = run.steps[-1] if run.steps else None
+        if last is not None and last.get("persona_version") == run.persona.version and "examples" in last:
+            return last["examples"]
+        return None
+
+    def _fit(self, run: _Run, compiled: PersonaAgent) -> tuple[PersonaAgent, dict[str, Any] | None]:
+        if not self.fit_evidence:
+            return compiled, None
+        pairs = evidence_records(self._final_records(run) or [], run.output)
+        if not pairs:
+            return compiled, None
+        fit = fit_weights(pairs, compiled.evidence_weights)
+        return compiled.with_evidence_weights(fit.weights), fit.to_dict()
 
     # -- compile ------------------------------------------------------------------------------------
 
@@ -270,7 +297,8 @@ class PersonaAligner(Teleprompter):
             run = _Run(student, batch, valset, metric, meter, initial, student.with_persona(initial))
             try:
                 if self.accept == "improve" and valset:
-                    run.val_score = mean_score(self.simulation.simulate(run.agent, valset, metric))
+                    run.val_records = self.simulation.simulate(run.agent, valset, metric)
+                    run.val_key = self._key(run, run.val_records)
                 for it in range(estimate.iterations):
                     if self._iteration(it, run):
                         stop_reason = "all_match"
@@ -282,7 +310,7 @@ class PersonaAligner(Teleprompter):
         # `run.persona` is the last accepted one: under "always" every update (the paper), under "improve"
         # only updates that did not lower the metric, so it is also the best so far.
         final = run.persona
-        compiled = student.with_persona(final)
+        compiled, evidence_fit = self._fit(run, student.with_persona(final))
         compiled.alignment_trace = AlignmentTrace(
             strategy="persona_aligner",
             user_id=student.user_id,
@@ -292,6 +320,7 @@ class PersonaAligner(Teleprompter):
             iterations=tuple(run.steps),
             stop_reason=stop_reason,
             final_persona=final.to_dict(),
+            evidence_fit=evidence_fit,
             usage=meter.report().as_dict(),
             seconds=round(time.perf_counter() - started, 3),
         ).to_dict()
@@ -306,6 +335,7 @@ class PersonaAligner(Teleprompter):
             "update": self.update_mode,
             "budget": jsonable(self.budget.__dict__),
             "metric": getattr(metric, "__name__", None),
+            "fit_evidence": self.fit_evidence,
         }
 
 
@@ -320,9 +350,14 @@ class _Run:
     meter: Any
     persona: Persona
     agent: PersonaAgent
-    val_score: float | None = None
+    val_key: tuple[float, float] | None = None  # the current persona's valset score (accept="improve")
+    val_records: list[dict] | None = None  # its simulated answers on the valset
     current: list[dict] | None = None  # the batch's records under `persona`, when its acceptance simulated them
     steps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return next(iter(self.student.task_signature.output_fields))
 
 
 def _norm(text: str) -> str:

@@ -20,7 +20,7 @@ from dspy.utils.exceptions import AdapterParseError
 from persona_agent.optimizers.metrics import exact_match
 from persona_agent.optimizers.trainset import AS_OF
 from persona_agent.programs.persona import Persona
-from persona_agent.programs.persona_agent import PersonaAgent
+from persona_agent.programs.persona_agent import PersonaAgent, resolve_mode
 from persona_agent.programs.steps import Predict, Steps, run_sync
 from persona_agent.signatures.alignment import TextualLoss
 from persona_agent.signatures.tasks import labels_of
@@ -59,7 +59,10 @@ def metric_for(metric: Metric | None, student: PersonaAgent) -> Metric | None:
 
 
 def steps_per_example(student: PersonaAgent) -> int:
-    """The most LM calls one simulated example makes: the tool loop and its final answer, or one call."""
+    """The most LM calls one simulated example makes: the tool loop and its final answer, or one call
+    (planned mode, or no tools)."""
+    if resolve_mode(student.mode, dspy.settings.lm) == "planned":
+        return 1
     return student.max_iters + 1 if student.tool_names else 1
 
 
@@ -134,6 +137,8 @@ class Simulation:
                 return record
             record["simulated"] = {k: jsonable(pred[k]) for k in outputs}
             record["trajectory"] = jsonable(pred.get("trajectory", []))
+            if pred.get("evidence") is not None:  # a planned answer's evidence: its weights are fitted on it
+                record["evidence"] = jsonable(pred["evidence"])
             record["score"] = float(metric(example, pred)) if metric is not None else None
             return record
 

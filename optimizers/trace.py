@@ -19,6 +19,7 @@ ALIGNER_KEYS = (
     "iterations",
     "stop_reason",
     "final_persona",
+    "evidence_fit",
     "usage",
     "seconds",
 )
@@ -56,6 +57,7 @@ class AlignmentTrace:
     config: Mapping[str, Any] | None = None
     estimate: Mapping[str, Any] | None = None
     iterations: Sequence[Mapping[str, Any]] | None = None
+    evidence_fit: Mapping[str, Any] | None = None  # the fitted evidence weights (planned mode, label tasks)
     # GEPA and COPRO: whether proposals were held to the guard, its check of the result, its note per proposal
     constrained: bool | None = None
     persona_check: str | None = None

@@ -65,6 +65,7 @@ class ScriptedCall:
     messages: tuple[dict[str, str], ...]
     json_mode: bool
     signature: type[dspy.Signature] | None = None  # the calling Predict's signature, when DSPy exposes it
+    plain: bool = False  # plain chat turns (`ChoiceAdapter`): the reply is the bare output value
 
     @property
     def spec(self) -> str:
@@ -117,6 +118,14 @@ def _parse_inputs(content: str, names: Sequence[str]) -> dict[str, str]:
     return values
 
 
+def _parse_plain(content: str, names: Sequence[str]) -> dict[str, str]:
+    """Input values from a plain user turn: the whole text for one field, else its `name: value` lines."""
+    if len(names) == 1:
+        return {names[0]: content.strip()}
+    pairs = (line.split(": ", 1) for line in content.splitlines() if ": " in line)
+    return {name: value.strip() for name, value in pairs if name in names}
+
+
 def _caller_signature() -> type[dspy.Signature] | None:
     modules = dspy.settings.get("caller_modules") or []
     if modules and isinstance(modules[-1], dspy.Predict):
@@ -165,9 +174,11 @@ class ScriptedEngine:
             outputs = _section(system_text, "Your output fields are:")
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         json_mode = request.config.response_format is not None or "Outputs will be a JSON object" in system_text
+        plain = signature is not None and "[[ ## " not in system_text and "[[ ## " not in user
+        values = _parse_plain(user, inputs) if plain else _parse_inputs(user, inputs)
         with self._lock:
             index = next(self._counter)
-        return ScriptedCall(index, inputs, outputs, _parse_inputs(user, inputs), tuple(messages), json_mode, signature)
+        return ScriptedCall(index, inputs, outputs, values, tuple(messages), json_mode, signature, plain)
 
     def _match(self, call: ScriptedCall) -> _Entry:
         best, best_score = None, 0
@@ -211,6 +222,8 @@ class ScriptedEngine:
         if unknown:
             raise ScriptError(f"scripted answer has fields {sorted(unknown)} that `{call.spec}` does not output")
         ordered = {name: answer.get(name, FILLER) for name in call.output_fields} if call.output_fields else answer
+        if call.plain:
+            return "\n".join(str(value) for value in ordered.values())
         if call.json_mode:
             return json.dumps(ordered, ensure_ascii=False, default=str)
         fields = {FieldInfoWithName(name=name, info=OutputField()): value for name, value in ordered.items()}

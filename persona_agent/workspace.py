@@ -113,12 +113,11 @@ class Workspace(VersionLifecycle):
 
     @property
     def adapter(self) -> dspy.Adapter:
-        """The adapter for the LM (`adapter_for`), with system messages memoised per signature class."""
+        """The adapter for the LM (`adapter_for`)."""
         if self._adapter is None:
-            from persona_agent.lm.adapter_cache import with_system_message_cache
             from persona_agent.lm.models import adapter_for
 
-            self._adapter = with_system_message_cache(adapter_for(self.lm))
+            self._adapter = adapter_for(self.lm)
         return self._adapter
 
     def lm_context(self) -> contextlib.AbstractContextManager:

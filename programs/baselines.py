@@ -21,6 +21,7 @@ import dspy
 from dspy.signatures.signature import ensure_signature
 
 from persona_agent.core.errors import InvalidInputError
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona import Persona, render_persona
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.steps import Predict, Steps, run_async, run_sync
@@ -206,7 +207,11 @@ METHODS = (
     "no_persona",
     "no_memory",
     "no_action",
+    "planned",
+    "planned_no_persona",
+    "planned_no_memory",
 )
+PLANNED_METHODS = ("planned", "planned_no_persona", "planned_no_memory")
 
 
 def make_method(
@@ -219,6 +224,7 @@ def make_method(
     knowledge: KnowledgeBase | None = None,
     k: int = 4,
     max_iters: int = 3,
+    evidence_weights: EvidenceWeights | None = None,
 ) -> dspy.Module:
     """Build a method of the comparison set by name (see `METHODS`).
 
@@ -235,6 +241,8 @@ def make_method(
         return simple[name](signature, store=store, user_id=user_id, k=k)
     if name not in METHODS:
         raise InvalidInputError("method", name, f"choose from {list(METHODS)}")
+    if name in PLANNED_METHODS:
+        return _planned(name, signature, store=store, user_id=user_id, persona=persona, weights=evidence_weights)
     if name in ("persona_agent", "no_memory", "no_action") and persona is None:
         raise InvalidInputError("persona", None, f"method {name!r} needs the user's persona")
     common: dict[str, Any] = {
@@ -253,3 +261,25 @@ def make_method(
     if name == "no_action":
         return PersonaAgent(signature, persona=persona, use_actions=False, **common)
     return PersonaAgent(signature, persona=persona, tools=ALL_TOOLS, **common)
+
+
+def _planned(
+    name: str,
+    signature: type[dspy.Signature] | str,
+    *,
+    store: MemoryStore,
+    user_id: str,
+    persona: Persona | None,
+    weights: EvidenceWeights | None,
+) -> PersonaAgent:
+    """PersonaAgent in planned mode (one answer call, memory as demos): with `persona` (`planned`), with the
+    persona's agent instructions only (`planned_no_persona`), or without memory (`planned_no_memory`: no
+    demos, and the model's evidence alone)."""
+    if name != "planned_no_persona" and persona is None:
+        raise InvalidInputError("persona", None, f"method {name!r} needs the user's persona")
+    common: dict[str, Any] = {"user_id": user_id, "store": store, "allow_updates": False, "mode": "planned"}
+    if name == "planned_no_persona":
+        return PersonaAgent(signature, persona=render_persona(None), evidence_weights=weights, **common)
+    if name == "planned_no_memory":
+        return PersonaAgent(signature, persona=persona, tools=(), **common)
+    return PersonaAgent(signature, persona=persona, evidence_weights=weights, **common)

@@ -21,7 +21,10 @@ from dspy.signatures.signature import ensure_signature
 from dspy.utils.exceptions import AdapterParseError
 
 from persona_agent.core.errors import InvalidInputError
+from persona_agent.lm.models import is_local
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS, Persona
+from persona_agent.programs.planned import planned_steps
 from persona_agent.programs.steps import Predict, Steps, UseTool, run_async, run_sync
 from persona_agent.programs.tools import ALL_TOOLS, ToolContext, make_tools
 from persona_agent.signatures.tasks import PersonalizedRequest
@@ -34,6 +37,16 @@ logger = logging.getLogger(__name__)
 FINISH = "finish"
 NO_TRAJECTORY = "(no tool calls yet)"
 STATE_KEY = "persona_agent"
+Mode = Literal["react", "planned", "auto"]
+MODES: tuple[str, ...] = ("react", "planned", "auto")
+
+
+def resolve_mode(mode: str, lm: dspy.BaseLM | None) -> str:
+    """`auto` is planned for the in-process model (a small LM whose tool choice never varies) and ReAct for
+    any other LM; an explicit mode stands."""
+    if mode != "auto":
+        return mode
+    return "planned" if lm is not None and is_local(lm) else "react"
 
 
 def compose_instructions(head: str, task_doc: str, protocol: str | None = None) -> str:
@@ -83,6 +96,13 @@ class PersonaAgent(dspy.Module):
         use_actions: False answers directly, with no tool loop (the paper's "without action" ablation).
         allow_updates: offer `update_memory` (writes to the store); turn off for evaluation.
         task: restrict memory search to rows of this task.
+        mode: `react` (the tool loop), `planned` (memory read in code, its nearest items as demos, one answer
+            call; see `persona_agent.programs.planned`) or `auto` (planned for the local model, else ReAct),
+            resolved at each call from the LM in use and reported as `mode` on the prediction.
+        k: past interactions given as demos in planned mode.
+        evidence_weights: per-user weights of the model's, the neighbours' and the user's label evidence
+            (planned mode, closed label sets); a compile fits them, the state saves them.
+        clip_words: planned mode cuts each demo and the request to this many words for a closed-set answer.
     """
 
     def __init__(
@@ -98,8 +118,20 @@ class PersonaAgent(dspy.Module):
         use_actions: bool = True,
         allow_updates: bool = True,
         task: str | None = None,
+        mode: Mode = "auto",
+        k: int = 5,
+        evidence_weights: EvidenceWeights | None = None,
+        clip_words: int | None = 80,
     ) -> None:
         super().__init__()
+        if mode not in MODES:
+            raise InvalidInputError("mode", mode, f"choose from {list(MODES)}")
+        if k != 0:
+            validate_k(k, "k")
+        self.mode = mode
+        self.k = k
+        self.clip_words = clip_words
+        self.evidence_weights = evidence_weights or EvidenceWeights()
         self.task_signature = ensure_signature(signature)
         self.user_id = validate_user_id(user_id)
         validate_k(max_iters, "max_iters")
@@ -128,6 +160,7 @@ class PersonaAgent(dspy.Module):
                 "trajectory", dspy.InputField(desc="tool calls and observations gathered for this request"), type_=str
             )
         )
+        self.answer = dspy.Predict(dspy.Signature({**task_fields, **self.task_signature.output_fields}, ""))
         self._persona: Persona | None = None
         self._set_persona(self._coerce(persona))
 
@@ -150,6 +183,7 @@ class PersonaAgent(dspy.Module):
             compose_instructions(head, task_doc, self._protocol)
         )
         self.respond.signature = self.respond.signature.with_instructions(compose_instructions(head, task_doc))
+        self.answer.signature = self.answer.signature.with_instructions(compose_instructions(head, task_doc))
         self._persona = persona
 
     @property
@@ -177,6 +211,8 @@ class PersonaAgent(dspy.Module):
         state[STATE_KEY] = {
             "user_id": self.user_id,
             "persona": self._persona.to_dict() if self._persona is not None else None,
+            "mode": self.mode,
+            "evidence_weights": self.evidence_weights.to_dict(),
         }
         return state
 
@@ -187,10 +223,23 @@ class PersonaAgent(dspy.Module):
         if meta.get("user_id") != self.user_id:
             raise InvalidInputError("state.user_id", meta.get("user_id"), f"this agent is for {self.user_id!r}")
         persona = Persona.from_dict(meta["persona"]) if meta.get("persona") is not None else None
+        mode = meta.get("mode", self.mode)
+        if mode not in MODES:
+            raise InvalidInputError("state.mode", mode, f"choose from {list(MODES)}")
+        weights = EvidenceWeights.from_dict(meta["evidence_weights"]) if meta.get("evidence_weights") else None
         params = {k: v for k, v in state.items() if k != STATE_KEY}
+        params.setdefault("answer", self.answer.dump_state())  # saved before planned mode existed
         super().load_state(params, allow_unsafe_lm_state=allow_unsafe_lm_state)
         self._set_persona(persona)
+        self.mode = mode
+        self.evidence_weights = weights or self.evidence_weights
         return self
+
+    def with_evidence_weights(self, weights: EvidenceWeights) -> PersonaAgent:
+        """A copy answering under `weights`; this agent is left untouched."""
+        agent = self.deepcopy()
+        agent.evidence_weights = weights
+        return agent
 
     # -- running ------------------------------------------------------------------------------------
 
@@ -209,6 +258,8 @@ class PersonaAgent(dspy.Module):
         if missing:
             raise InvalidInputError("inputs", sorted(inputs), f"missing input fields {sorted(missing)}")
         context = self._context(as_of)
+        if resolve_mode(self.mode, dspy.settings.lm) == "planned":
+            return (yield from planned_steps(self, inputs, context.before))
         tools: dict[str, dspy.Tool] = {}  # built on first use: a dspy.Tool costs ~1 ms, most answers use few
         trajectory: list[dict[str, Any]] = []
         for _ in range(self.max_iters if self.tool_names else 0):
@@ -231,7 +282,7 @@ class PersonaAgent(dspy.Module):
             trajectory.append({"thought": step.next_thought, "tool": name, "args": args, "observation": observation})
         answer = yield Predict(self.respond, {**inputs, "trajectory": format_trajectory(trajectory)})
         outputs = {name: answer[name] for name in self.task_signature.output_fields}
-        return dspy.Prediction(**outputs, trajectory=trajectory)
+        return dspy.Prediction(**outputs, trajectory=trajectory, mode="react")
 
     def forward(self, as_of: datetime | float | None = None, **inputs: Any) -> dspy.Prediction:
         """Answer one request. `as_of` is a strict time cut-off for memory reads (evaluation sets it)."""

@@ -32,6 +32,7 @@ from typing import Any
 import dspy
 
 from persona_agent.core.errors import InvalidInputError, ProgramFormatError
+from persona_agent.programs.evidence import EvidenceWeights
 from persona_agent.programs.persona import Persona
 from persona_agent.programs.persona_agent import STATE_KEY, PersonaAgent
 from persona_agent.programs.tools import ALL_TOOLS
@@ -75,6 +76,8 @@ class ProgramSpec:
     use_actions: bool = True
     allow_updates: bool = True
     task: str | None = None
+    mode: str = "auto"
+    k: int = 5
     _key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +85,7 @@ class ProgramSpec:
         object.__setattr__(self, "tools", tuple(self.tools))
         # Not id(sig): a signature rebuilt from a document is a new class each time, with the same meaning.
         shape = (sig.__module__, sig.__name__, *_fields(sig), sig.instructions)
-        key = (shape, self.tools, self.max_iters, self.use_actions, self.allow_updates, self.task)
+        key = (shape, self.tools, self.max_iters, self.use_actions, self.allow_updates, self.task, self.mode, self.k)
         object.__setattr__(self, "_key", repr(key))
 
     @classmethod
@@ -94,6 +97,8 @@ class ProgramSpec:
             use_actions=agent.use_actions,
             allow_updates=agent.allow_updates,
             task=agent.task,
+            mode=agent.mode,
+            k=agent.k,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +115,8 @@ class ProgramSpec:
             "use_actions": self.use_actions,
             "allow_updates": self.allow_updates,
             "task": self.task,
+            "mode": self.mode,
+            "k": self.k,
         }
 
     @classmethod
@@ -122,6 +129,8 @@ class ProgramSpec:
                 use_actions=bool(data.get("use_actions", True)),
                 allow_updates=bool(data.get("allow_updates", True)),
                 task=data.get("task"),
+                mode=str(data.get("mode", "auto")),
+                k=int(data.get("k", 5)),
             )
         except (KeyError, TypeError) as exc:
             raise ProgramFormatError(f"the saved program's 'program' entry is malformed ({exc!r})") from None
@@ -137,6 +146,8 @@ class ProgramSpec:
             use_actions=self.use_actions and bool(self.tools),
             allow_updates=self.allow_updates,
             task=self.task,
+            mode=self.mode,  # type: ignore[arg-type]
+            k=self.k,
         )
 
 
@@ -324,13 +335,19 @@ class ProgramFactory:
         if persona is not None and persona.user_id != user:
             persona = Persona(**{**persona.to_dict(), "user_id": user, "created_at": persona.created_at})
         template, shapes = self.template(spec)
-        state = _clean_state(document.get("state") or {})
+        saved_state = document.get("state") or {}
+        state = _clean_state(saved_state)
         predictors = dict(template.named_predictors())
+        if "answer" in predictors and "answer" not in state:  # saved before planned mode had its predictor
+            state["answer"] = _clean_state({"answer": predictors["answer"].dump_state()})["answer"]
         if set(state) != set(predictors):
             raise ProgramFormatError(
                 f"the saved state has predictors {sorted(state)}; this program has {sorted(predictors)}"
             )
         agent = template.rebind(user, persona)
+        weights = (saved_state.get(STATE_KEY) or {}).get("evidence_weights")
+        if weights:
+            agent.evidence_weights = EvidenceWeights.from_dict(weights)
         if all(state[n].get("signature", {}).get("fields") == shapes[n] and "fields" not in state[n] for n in state):
             for name, predictor in agent.named_predictors():
                 saved = state[name]

@@ -9,6 +9,7 @@ budget installs one with `dspy.context(step_guard=...)`); it raises to stop the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +19,12 @@ import dspy
 
 @dataclass(frozen=True)
 class Predict:
-    """Call `module(**inputs)` (sync) or `await module.acall(**inputs)` (async)."""
+    """Call `module(**inputs)` (sync) or `await module.acall(**inputs)` (async), under `adapter` when given
+    (a step that needs its own prompt format, e.g. `ChoiceAdapter`, without changing the caller's)."""
 
     module: dspy.Module
     inputs: dict[str, Any]
+    adapter: dspy.Adapter | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ def _guard(step: Step) -> None:
         guard()
 
 
+def _adapter(step: Predict) -> contextlib.AbstractContextManager[Any]:
+    return dspy.context(adapter=step.adapter) if step.adapter is not None else contextlib.nullcontext()
+
+
 def run_sync(steps: Steps) -> Any:
     value: Any = None
     error: BaseException | None = None
@@ -54,7 +61,11 @@ def run_sync(steps: Steps) -> Any:
         value, error = None, None
         _guard(step)  # outside the try: a spent budget ends the run, it is not the step's error
         try:
-            value = step.module(**step.inputs) if isinstance(step, Predict) else step.tool(**step.args)
+            if isinstance(step, Predict):
+                with _adapter(step):
+                    value = step.module(**step.inputs)
+            else:
+                value = step.tool(**step.args)
         except Exception as exc:  # handed to the logic, which decides what is fatal
             error = exc
 
@@ -71,7 +82,8 @@ async def run_async(steps: Steps) -> Any:
         _guard(step)
         try:
             if isinstance(step, Predict):
-                value = await step.module.acall(**step.inputs)
+                with _adapter(step):
+                    value = await step.module.acall(**step.inputs)
             else:
                 value = await asyncio.to_thread(step.tool, **step.args)
         except Exception as exc:

@@ -14,11 +14,9 @@ an agent called with `acall` (the service) never blocks its event loop on them.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import CodeType
 from typing import Any
 
 import dspy
@@ -59,27 +57,11 @@ def _k(k: object) -> int:
     return max(1, min(MAX_K, value))
 
 
-_PARSED: dict[CodeType, dict[str, Any]] = {}  # a tool function's code -> what DSPy parses from its signature
-
-
 class ThreadedTool(dspy.Tool):
     """A synchronous tool whose async path runs it in a worker thread (carrying the caller's context).
 
-    Tools are made per agent call, on the event loop when the agent runs with `acall`; DSPy's parse of a function
-    builds JSON schemas with pydantic (~1-3 ms), so it is done once per tool function (code object) and copied."""
-
-    def _parse_function(self, func: Callable[..., Any], arg_desc: dict[str, str] | None = None) -> None:
-        code = getattr(func, "__code__", None)
-        if code is None or arg_desc or any(v is not None for v in (self.name, self.desc, self.args, self.arg_types)):
-            super()._parse_function(func, arg_desc)
-            return
-        parsed = _PARSED.get(code)
-        if parsed is None:
-            super()._parse_function(func, arg_desc)
-            _PARSED[code] = {k: getattr(self, k) for k in ("name", "desc", "args", "arg_types", "has_kwargs")}
-            return
-        self.name, self.desc, self.has_kwargs = parsed["name"], parsed["desc"], parsed["has_kwargs"]
-        self.args, self.arg_types = copy.deepcopy(parsed["args"]), dict(parsed["arg_types"])
+    DSPy parses the function's signature on every build (~1 ms of pydantic JSON schemas); memoising that parse per
+    function would save well under 1 % of a local-LM call (benchmarks/bench_adapter_cache.py), so it is not done."""
 
     async def acall(self, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self.__call__, **kwargs)

@@ -16,10 +16,9 @@ import difflib
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
 
 from persona_agent.core.errors import (
     InvalidInputError,
@@ -28,99 +27,37 @@ from persona_agent.core.errors import (
     VersionConflictError,
 )
 from persona_agent.stores.memory import MemoryStore
+from persona_agent.stores.persona_records import (
+    COLUMNS,
+    LATEST,
+    LIVE_ALIASES,
+    SOURCES,
+    LiveState,
+    PersonaEvent,
+    PersonaRecord,
+    PersonaSource,
+    VersionRef,
+    json_field,
+    record_from_row,
+)
 from persona_agent.stores.validation import validate_text, validate_user_id, validate_version
 
-VersionRef = int | str | None
-# The sources of `persona_agent.programs.Persona` (stores sit beneath programs, so the list is repeated here).
-PersonaSource = Literal["init", "aligned", "manual", "rollback"]
-SOURCES: tuple[str, ...] = ("init", "aligned", "manual", "rollback")
-LIVE_ALIASES = ("live", "champion")
-LATEST = "latest"
-_COLUMNS = "user_id, version, text, parent, source, created_at, strategy, scores, usage, mlflow_run_id"
 _MAX_PERSONA_CHARS = 50_000
+__all__ = [  # the records belong to the registry's API: callers import them with it, from here
+    "LATEST",
+    "LIVE_ALIASES",
+    "SOURCES",
+    "LiveState",
+    "PersonaEvent",
+    "PersonaRecord",
+    "PersonaRegistry",
+    "PersonaSource",
+    "VersionRef",
+]
 
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-class PersonaRecord(BaseModel):
-    """One stored persona version (its saved program, if any, is fetched separately: it can be large)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    version: int
-    text: str
-    parent: int | None
-    source: PersonaSource
-    created_at: datetime
-    strategy: str | None = None
-    scores: dict[str, Any] = Field(default_factory=dict)
-    usage: dict[str, Any] = Field(default_factory=dict)
-    mlflow_run_id: str | None = None
-
-    def persona_dict(self) -> dict[str, Any]:
-        """The fields of `persona_agent.programs.Persona` (`Persona.from_dict` reads this), as JSON data."""
-        return {
-            "user_id": self.user_id,
-            "text": self.text,
-            "version": self.version,
-            "parent": self.parent,
-            "source": self.source,
-            "created_at": self.created_at.isoformat(),
-        }
-
-
-class LiveState(BaseModel):
-    """Which version is live for a user, and the revision to pass back for an optimistic-locked change."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    version: int
-    revision: int
-    updated_at: datetime
-
-
-class PersonaEvent(BaseModel):
-    """One change of the live pointer."""
-
-    model_config = ConfigDict(frozen=True)
-
-    user_id: str
-    revision: int
-    at: datetime
-    action: Literal["promote", "rollback"]
-    from_version: int | None
-    to_version: int
-
-
-def _record(row: tuple) -> PersonaRecord:
-    user_id, version, text, parent, source, created_at, strategy, scores, usage, run_id = row
-    return PersonaRecord(
-        user_id=user_id,
-        version=version,
-        text=text,
-        parent=parent,
-        source=source,
-        created_at=created_at,
-        strategy=strategy,
-        scores=json.loads(scores),
-        usage=json.loads(usage),
-        mlflow_run_id=run_id,
-    )
-
-
-def _json(value: Mapping[str, Any] | None, field: str) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(field, value, "must be a mapping")
-    try:
-        return json.dumps(dict(value), ensure_ascii=False, allow_nan=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(field, value, f"is not JSON-serialisable ({exc})") from None
 
 
 class PersonaRegistry:
@@ -173,10 +110,10 @@ class PersonaRegistry:
     def get(self, user_id: str, version: VersionRef = None) -> PersonaRecord:
         """One version (default: the live one); raises `PersonaNotFoundError` if there is no such version."""
         number = self.resolve(user_id, version)
-        rows = self._rows(f"SELECT {_COLUMNS} FROM personas WHERE user_id = ? AND version = ?", [user_id, number])
+        rows = self._rows(f"SELECT {COLUMNS} FROM personas WHERE user_id = ? AND version = ?", [user_id, number])
         if not rows:
             raise PersonaNotFoundError(user_id, number)
-        return _record(rows[0])
+        return record_from_row(rows[0])
 
     def program(self, user_id: str, version: VersionRef = None) -> dict[str, Any] | None:
         """The saved program (JSON document) of a version, or None for a text-only version."""
@@ -189,8 +126,8 @@ class PersonaRegistry:
     def history(self, user_id: str) -> list[PersonaRecord]:
         """Every version of the user, oldest first (empty for an unknown user)."""
         user_id = validate_user_id(user_id)
-        rows = self._rows(f"SELECT {_COLUMNS} FROM personas WHERE user_id = ? ORDER BY version", [user_id])
-        return [_record(r) for r in rows]
+        rows = self._rows(f"SELECT {COLUMNS} FROM personas WHERE user_id = ? ORDER BY version", [user_id])
+        return [record_from_row(r) for r in rows]
 
     def events(self, user_id: str) -> list[PersonaEvent]:
         """Every change of the user's live pointer, oldest first."""
@@ -264,7 +201,7 @@ class PersonaRegistry:
         text = validate_text(text, "text", _MAX_PERSONA_CHARS)
         if source not in SOURCES:
             raise InvalidInputError("source", source, f"must be one of {list(SOURCES)}")
-        scores_json, usage_json = _json(scores, "scores"), _json(usage, "usage")
+        scores_json, usage_json = json_field(scores, "scores"), json_field(usage, "usage")
         top = cur.execute("SELECT max(version) FROM personas WHERE user_id = ?", [user_id]).fetchall()[0][0]
         version = 0 if top is None else int(top) + 1
         if parent is not None:
@@ -282,7 +219,7 @@ class PersonaRegistry:
             usage=json.loads(usage_json),
             mlflow_run_id=mlflow_run_id,
         )
-        program_json = None if program is None else _json({**program, "persona": record.persona_dict()}, "program")
+        program_json = None if program is None else json_field({**program, "persona": record.persona_dict()}, "program")
         cur.execute(
             "INSERT INTO personas VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -395,8 +332,8 @@ class PersonaRegistry:
         """Versions a compile or rollback made before `before` (UTC) that never got their MLflow run id: the
         leftovers of a process that died while logging them (`persona_agent.reconciling`)."""
         rows = self._rows(
-            f"SELECT {_COLUMNS} FROM personas WHERE mlflow_run_id IS NULL AND source IN ('aligned', 'rollback') "
+            f"SELECT {COLUMNS} FROM personas WHERE mlflow_run_id IS NULL AND source IN ('aligned', 'rollback') "
             "AND created_at < ? ORDER BY user_id, version",
             [before],
         )
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]

@@ -98,7 +98,7 @@ def _v2_personas(con: duckdb.DuckDBPyConnection, dim: int) -> None:
 def _v3_interaction_identity(con: duckdb.DuckDBPyConnection, dim: int) -> None:
     # A row's identity for idempotent ingest: sha256 of (user, time as given, query, response) joined by NUL
     # (refused in texts and ids, so unambiguous), the time as Unix microseconds, or '' when none was given
-    # (`memory.content_hash`). Existing rows are hashed with their stored time. Ingest finds duplicates by a
+    # (`rows.content_hash`). Existing rows are hashed with their stored time. Ingest finds duplicates by a
     # join on this column against the new batch's hashes; no index (see _v1_memory).
     # (DuckDB cannot SET NOT NULL after an UPDATE in the same transaction: the column is added NOT NULL with a
     # placeholder default, filled, and the default dropped, so an insert without a hash fails.)

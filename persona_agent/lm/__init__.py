@@ -1,5 +1,5 @@
 """LMs: `models.make_lm` from a setting (a hosted or served model, or the offline in-process default), the
-llama.cpp engine, runtime and model file behind the default, and the adapter cache.
+llama.cpp engine, runtime and model file behind the default.
 
 Import the modules (`persona_agent.lm.models`): this package imports nothing, so loading the engine never
 loads DSPy's LM set-up and the other way round.

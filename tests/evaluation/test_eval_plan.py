@@ -50,8 +50,28 @@ def test_method_lists_and_groups():
     assert parse_methods("all", LAMP_2N) == tuple(m.name for m in METHOD_SPECS if m.name != "median")
     assert parse_methods("floors", LAMP_3) == ("majority", "nearest", "median")  # a median only for ratings
     assert parse_methods("rag, floors,rag", LAMP_2N) == ("majority", "nearest", "rag")
-    assert parse_methods("strategies", LAMP_3) == ("persona_agent", "persona_agent+gepa", "persona_agent+copro")
-    assert parse_methods(["ablations"], LAMP_2N) == ("no_persona", "no_memory", "no_action", "no_alignment")
+    assert parse_methods("planned", LAMP_2N) == (
+        "vote",
+        "planned_no_persona",
+        "planned_no_memory",
+        "planned_no_alignment",
+        "planned",
+    )
+    assert parse_methods("strategies", LAMP_3) == (
+        "persona_agent",
+        "persona_agent+gepa",
+        "persona_agent+copro",
+        "planned",
+    )
+    assert parse_methods(["ablations"], LAMP_2N) == (
+        "no_persona",
+        "no_memory",
+        "no_action",
+        "no_alignment",
+        "planned_no_persona",
+        "planned_no_memory",
+        "planned_no_alignment",
+    )
     assert "majority" not in parse_methods("all", LAMP_4)  # no majority headline
     with pytest.raises(InvalidInputError, match="unknown for LaMP-2N"):
         parse_methods("median", LAMP_2N)

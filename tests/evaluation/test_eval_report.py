@@ -41,7 +41,12 @@ def test_markdown_table_holds_our_numbers_and_the_papers(full_run):
     assert rows["ReAct"].endswith(" | — | — |")
     assert results["command"] in markdown and results["report_command"] in markdown
     assert results["command"].startswith("persona-agent eval run --task lamp2n --users 5 --queries 3 --methods all")
-    assert "Status: complete; 75 examples, 0 failed" in markdown
+    assert "Status: complete; 100 examples, 0 failed" in markdown
+    # the planned agent answers in one call, its mode in every row, the fitted vote floor in none
+    log = [json.loads(line) for line in (full_run.result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    planned = [r for r in log if r.get("method") == "planned"]
+    assert planned and all(r["mode"] == "planned" and r["calls"] == 1 for r in planned)
+    assert all(r["calls"] == 0 for r in log if r.get("method") == "vote")
 
 
 def test_chart_is_a_png_that_records_its_command(full_run):

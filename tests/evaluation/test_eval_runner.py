@@ -56,7 +56,13 @@ def test_every_method_answers_every_query(full_run):
     for p in results["predictions"]:
         assert p["prediction"] is not None and p["gold"] and p["error"] is None
     stages = Counter(r["stage"] for r in results["setup"])
-    assert stages == {"profile": 2, "align:persona_aligner": 2, "align:gepa": 2, "align:copro": 2}
+    assert stages == {
+        "profile": 2,
+        "align:persona_aligner": 2,
+        "align:gepa": 2,
+        "align:copro": 2,
+        "align:persona_aligner:planned": 2,
+    }
     aligner = [r for r in results["setup"] if r["stage"] == "align:persona_aligner"]
     assert all(r["persona_version"] == 1 and r["calls"] > 0 for r in aligner)  # the scripted update was taken
     summary = {s["method"]: s for s in results["summary"]}
@@ -141,7 +147,7 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, monkeypat
         handle.write('{"kind": "prediction", "method": "no_ac')  # a torn last line, as a crash leaves it
 
     lm, resumed = run_all(out, workers=1)
-    assert resumed.rows_written == 75 - 32 and resumed.rows_skipped == 32
+    assert resumed.rows_written == 100 - 32 and resumed.rows_skipped == 32
     # alice's profile came from the state cache, not from a new LM call
     profile_calls = [c for c in lm.calls if c.spec == PROFILE]
     assert [markers(call_text(c)) & {"zq00", "zq10"} for c in profile_calls] == [{"zq10"}]
@@ -155,7 +161,7 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, monkeypat
 
     expected = json.loads((tmp_path / "whole" / whole.results).read_text())
     got = json.loads(resumed.results.read_text())
-    assert len(got["predictions"]) == 75 and strip(got) == strip(expected)
+    assert len(got["predictions"]) == 100 and strip(got) == strip(expected)
 
 
 def test_a_run_folder_refuses_another_configuration(full_run):
@@ -234,7 +240,13 @@ def test_every_method_and_strategy_answers_rating_queries(tmp_path):
         if p["method"] not in ("majority",)
     )
     setup = {r["stage"]: r for r in results["setup"]}
-    assert set(setup) == {"profile", "align:persona_aligner", "align:gepa", "align:copro"}
+    assert set(setup) == {
+        "profile",
+        "align:persona_aligner",
+        "align:gepa",
+        "align:copro",
+        "align:persona_aligner:planned",
+    }
     assert all(r["error"] is None and r["calls"] > 0 for r in setup.values())
     assert setup["align:copro"]["persona_check"] == "ok" and setup["align:gepa"]["persona_check"] == "ok"
     assert any(c.spec == " -> " for c in lm.calls)  # GEPA reflected on the rating feedback
@@ -284,7 +296,7 @@ def test_logs_name_users_by_key_and_a_format_1_log_still_resumes(full_run, tmp_p
     resumed = run_evaluation(
         config, dataset=news_dataset(), lm=ScriptedLM({}), embedder=WordsEmbedder(), progress=False
     )
-    assert (resumed.rows_written, resumed.rows_skipped) == (0, 75)
+    assert (resumed.rows_written, resumed.rows_skipped) == (0, len(results["predictions"]))
     assert json.loads(resumed.results.read_text())["predictions"] == results["predictions"]
 
 
@@ -298,7 +310,7 @@ def test_a_lost_state_folder_rebuilds_profiles_and_the_report_compares_like_with
 
     first = run("floors,no_alignment", news_lm())
     shutil.rmtree(first.run_dir / "state")
-    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_setup"):
         second = run("floors,no_alignment,persona_agent", news_lm(profile="Follows culture and the arts."))
     results = json.loads(second.results.read_text())
     users = results["users"]
@@ -350,7 +362,7 @@ def test_a_log_cut_after_a_rebuild_gets_the_cached_builds_row_back(tmp_path, cap
     with pytest.raises(InterruptedRunError):
         run("floors,no_alignment,persona_agent", rebuilt, after_row=stop_at_a_profile)
     first.log.write_text(before_rebuild)  # the rebuilt profile's row is cut; its cache stays
-    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_run"):
+    with caplog.at_level("WARNING", logger="persona_agent.evaluation.user_setup"):
         resumed = run("floors,no_alignment,persona_agent", rebuilt)
 
     results = json.loads(resumed.results.read_text())

@@ -35,7 +35,7 @@ def test_persona_heads_every_predictor(store):
     agent = PersonaAgent(CategorizeArticle, user_id="alice", store=store, persona=persona)
     assert agent.persona == persona
     predictors = dict(agent.named_predictors())
-    assert set(predictors) == {"react", "respond"}
+    assert set(predictors) == {"react", "respond", "answer"}
     for pred in predictors.values():
         assert pred.signature.instructions.startswith(persona.text)
         assert CategorizeArticle.instructions in pred.signature.instructions

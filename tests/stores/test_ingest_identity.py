@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from persona_agent.stores import MemoryStore
-from persona_agent.stores.memory import content_hash
+from persona_agent.stores.rows import content_hash
 from persona_agent.stores.schema import SCHEMA_VERSION
 
 T0 = datetime(2024, 1, 1)
