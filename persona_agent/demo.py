@@ -38,6 +38,7 @@ from persona_agent.core.usage import track_usage
 from persona_agent.ingest import read_records
 from persona_agent.lm.models import make_lm
 from persona_agent.loading import load_program
+from persona_agent.programs.persona_agent import resolve_mode
 from persona_agent.programs.profile import ProfileBuilder
 from persona_agent.programs.saved import ProgramSpec
 from persona_agent.service import create_app
@@ -53,7 +54,8 @@ QUESTION = (
     "The researchers trained it on videos from 500 signers."
 )
 # The program the demo compiles and serves: one LM call per answer (no tool loop), so the loop takes minutes on a
-# CPU. Another agent mode is this one argument (`DemoOptions.spec`).
+# CPU. Its mode is "auto": planned (one answer call scored over the closed label set) on the offline model, the
+# direct call otherwise; the demo prints which. Another agent is this one argument (`DemoOptions.spec`).
 DEMO_SPEC = ProgramSpec(signature=CategorizeArticle, use_actions=False, allow_updates=False)
 STEPS = ("ingest", "profile", "initial persona", "answer", "compile", "diff", "answer again", "MLflow", "serve")
 
@@ -80,6 +82,7 @@ class DemoReport:
     """What the demo did, step by step (the CLI prints it as it goes; tests read it)."""
 
     home: Path
+    mode: str = ""  # the agent mode the answers ran in ("auto" resolved for the LM in use)
     users: int = 0
     interactions: int = 0
     profile: str | None = None
@@ -176,10 +179,16 @@ def build_profile(ws: Workspace, user: str, view: DemoView, report: DemoReport) 
     report.persona_v0 = ws.registry.get(user, ws.ensure_persona(user).version).text
 
 
+def report_mode(ws: Workspace, options: DemoOptions) -> str:
+    """The mode the agent answers in with this workspace's LM (`auto` resolves per LM: planned for the local one)."""
+    return resolve_mode(options.spec.mode, ws.lm)
+
+
 def answer(ws: Workspace, options: DemoOptions, label: str, view: DemoView) -> Answer:
     reply = ws.respond(options.user, options.question)
     view.print(
-        f"[bold]{label}[/bold] (persona v{reply.persona_version}): {escape(reply.text)}   "
+        f"[bold]{label}[/bold] (persona v{reply.persona_version}, {report_mode(ws, options)} mode): "
+        f"{escape(reply.text)}   "
         f"[dim]({options.user} files such stories under {options.expected})[/dim]"
     )
     return reply
@@ -269,6 +278,7 @@ def run_sample_demo(
 
 def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoReport) -> None:
     user, question = options.user, options.question
+    report.mode = report_mode(ws, options)
     with view.step("ingest", "ingesting the sample"):
         ingest_sample(ws, view, report)
     with view.step("profile", f"building {user}'s profile (1 LM call)"):
@@ -277,7 +287,8 @@ def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoRepor
         view.print("[bold]3. initial persona[/bold] v0 (from the profile):")
         view.print(report.persona_v0, markup=False, highlight=False)
     with view.step("answer", "answering with v0"):
-        view.print(f"   the new article: {escape(question)}")
+        tools = "" if options.spec.use_actions and options.spec.tools else ", without memory tools: one answer call"
+        view.print(f"   the new article: {escape(question)}\n   the agent answers in {report.mode} mode{tools}")
         report.before = answer(ws, options, "4. answer", view)
     with view.step("compile", f"compiling {user}'s persona (at most {options.max_lm_calls} LM calls)"):
         report.compiled = compile_persona(ws, options, view, report)

@@ -4,12 +4,14 @@ a second run in the same home."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import shutil
 
 import pytest
 from mlflow import MlflowClient
+from rich.console import Console
 from typer.testing import CliRunner
 
 from persona_agent import cli, demo
@@ -20,6 +22,7 @@ from persona_agent.testing import ScriptedLM
 from tests.support import GRADIENT, LOSS, PROFILE
 
 ANSWER = "article, trajectory -> category"
+PLANNED_ANSWER = "article -> category"  # planned mode's one call (persona_agent.programs.planned)
 EDIT = "persona, gradient -> add, remove"
 TASTE = "Files every AI story, research included, under business."
 
@@ -38,7 +41,7 @@ def _migrated_mlflow(monkeypatch, mlflow_template):
     monkeypatch.setattr(demo, "fresh_home", fresh_home)
 
 
-def demo_lm() -> ScriptedLM:
+def demo_lm(answer: str = ANSWER) -> ScriptedLM:
     """Answers `business` once the persona says so, else what a generic reader says of an AI story."""
 
     def category(call):
@@ -47,7 +50,7 @@ def demo_lm() -> ScriptedLM:
     return ScriptedLM(
         {
             PROFILE: {"profile": "Covers AI, chips and markets."},
-            ANSWER: category,
+            answer: category,
             LOSS: {"matches": False, "critique": "She files AI stories under business."},
             GRADIENT: {"gradient": "- AI stories are business news to this user"},
             EDIT: {"add": [TASTE], "remove": []},
@@ -69,6 +72,7 @@ def test_the_sample_is_shipped_and_has_distinct_checkable_tastes():
 def test_the_demo_runs_the_whole_loop(tmp_path, embedder):
     lm = demo_lm()
     report = run_sample_demo(tmp_path / "demo", lm=lm, embedder=embedder)
+    assert report.mode == "react"  # `auto` with a LM other than the offline model
     assert (report.users, report.interactions) == (5, 80)
     assert report.profile == "Covers AI, chips and markets." and "Covers AI" in report.persona_v0
     compiled = report.compiled
@@ -87,6 +91,22 @@ def test_the_demo_runs_the_whole_loop(tmp_path, embedder):
     assert report.served["choices"][0]["message"]["content"] == "business"
     # profile 1, two answers, compile (2 simulations, 2 losses, gradient, edit), loaded 1, served 1
     assert len(lm.calls) == 1 + 2 + 6 + 1 + 1
+    assert report.lm_calls == {"profile": 1, "compile": 6, "loaded": 1, "answers": 2}
+
+
+def test_the_demo_in_planned_mode_learns_a_v1_that_changes_the_answer(tmp_path, embedder):
+    """`auto` is planned on the offline model: the same loop, each answer one call scored over the labels."""
+    lm = demo_lm(PLANNED_ANSWER)
+    options = DemoOptions(spec=dataclasses.replace(demo.DEMO_SPEC, mode="planned"))
+    console = Console(record=True, width=200)
+    report = run_sample_demo(tmp_path / "demo", lm=lm, embedder=embedder, options=options, console=console)
+    assert report.mode == "planned" and "the agent answers in planned mode" in console.export_text()
+    compiled = report.compiled
+    assert (compiled.version, compiled.changed, compiled.stop_reason) == (1, True, "completed")
+    assert f"+- {TASTE}" in report.diff
+    assert (report.before.text, report.after.text, report.loaded) == ("science & technology", "business", "business")
+    assert report.served["choices"][0]["message"]["content"] == "business"
+    assert PLANNED_ANSWER in {c.spec for c in lm.calls} and ANSWER not in {c.spec for c in lm.calls}
     assert report.lm_calls == {"profile": 1, "compile": 6, "loaded": 1, "answers": 2}
 
 
