@@ -32,6 +32,7 @@ ENTRY = (
     "reconciling",
     "ingest",
     "demo_huffpost",
+    "persona_space",
     "program_cache",
     "testing",
 )

@@ -18,7 +18,6 @@ from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_compile_track_serve.ipynb"
 LM_TAG = "lm"
-KERNEL = "persona-agent-tests"
 
 # A scripted LM for the notebook's request -> response agent: the agent searches memory once, then answers with a
 # headline if its persona asks for "at most four words" and with a long summary otherwise; the loss calls a long
@@ -89,16 +88,6 @@ def load_notebook() -> nbformat.NotebookNode:
 
 def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [cell for cell in nb.cells if cell.cell_type == "code"]
-
-
-@pytest.fixture
-def kernel(tmp_path, monkeypatch) -> str:
-    """A kernel spec that runs this interpreter (not whichever `python` comes first on PATH)."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    write_kernel_spec(tmp_path / "jupyter" / "kernels" / KERNEL)
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return KERNEL
 
 
 def run_notebook(nb: nbformat.NotebookNode, cwd: Path, kernel: str, timeout: int) -> dict:
