@@ -54,13 +54,16 @@ def find_home(path: Path | str) -> Path:
 
 def read_space(ws: Workspace, version: str = "live") -> PersonaSpace:
     """Every user with a persona and interactions: the persona at `version` ("live" or "latest") and the
-    labels (interaction responses) in memory. A home without such a user is refused, naming `home`."""
+    labels (interaction responses) in memory. A home with fewer than two such users is refused, naming `home`."""
     if version not in ("live", "latest"):
         raise InvalidInputError("version", version, "choose 'live' or 'latest'")
     users = [u for u in ws.registry.users() if ws.store.count(u) > 0]
-    if not users:
+    if len(users) < 2:  # the demo compiles one user: `persona-agent compile --all` in its home gives the rest
         raise InvalidInputError(
-            "home", str(ws.settings.home), "has no user with a persona: run `persona-agent demo` or a compile first"
+            "home",
+            str(ws.settings.home),
+            f"has {len(users)} user(s) with a persona, the space needs 2 or more: "
+            "compile every user first (`persona-agent compile --all`)",
         )
     records = [ws.registry.get(u, version) for u in users]
     given = [Counter(item.response for item in ws.store.history(u)) for u in users]

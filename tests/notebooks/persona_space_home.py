@@ -61,6 +61,12 @@ def space_lm() -> ScriptedLM:
     return ScriptedLM(
         {
             "records, existing_profile, max_words -> profile": _profile,
+            # with memory tools (the CLI's program), the tool loop finishes at once
+            "article, trajectory -> next_thought, next_tool_name, next_tool_args": {
+                "next_thought": "enough",
+                "next_tool_name": "finish",
+                "next_tool_args": {},
+            },
             "article, trajectory -> category": _category,
             "article -> category": _category,  # planned mode's one call
             "persona, request, simulated_response, ground_truth_response -> matches, critique": loss,

@@ -78,6 +78,8 @@ def test_read_space_refuses_a_bad_version_and_an_empty_home(tmp_path, embedder, 
     with pytest.raises(InvalidInputError) as info:
         find_home(tmp_path / "nothing")
     assert info.value.field == "home"
+    home = find_home(space_root)  # the demo-style folder's newest run; a home is itself
+    assert home.parent == space_root and find_home(home) == home
 
 
 def test_distinct_lines_drop_what_every_persona_shares():
