@@ -139,11 +139,14 @@ def test_the_demo_with_the_offline_model(tmp_path, embedder, capsys):
     """The figures the README states: LM calls by step and wall time on this machine (run it to measure)."""
     pytest.importorskip("xllamacpp")
     report = run_sample_demo(tmp_path / "demo", lm="local", embedder=embedder)
+    assert report.mode == "planned"  # `auto` on the offline model
     assert not report.compiled.stop_reason.startswith("budget"), report.compiled.stop_reason
     assert report.compiled.usage["calls"] <= DemoOptions().max_lm_calls and report.served["choices"]
     assert report.before.text and report.after.text and report.loaded
     with capsys.disabled():
-        print(f"\ndemo: {report.seconds} s, by step {report.step_seconds}, LM calls {report.lm_calls}")
+        print(
+            f"\ndemo ({report.mode} mode): {report.seconds} s, by step {report.step_seconds}, LM calls {report.lm_calls}"
+        )
         print(
             f"v{report.compiled.version} changed={report.compiled.changed}: {report.before.text} -> {report.after.text}"
         )
