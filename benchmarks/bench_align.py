@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,17 +29,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
+from benchlib import machine  # benchmarks/benchlib.py, shared by the scripts
 
 from persona_agent.core.config import Settings
+from persona_agent.core.records import EvalUser
 from persona_agent.core.usage import track_usage
 from persona_agent.evaluation import build_huffpost_categories
 from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.optimizers import PersonaAligner, exact_match
 from persona_agent.optimizers.factory import STRATEGIES, optimizer_for
 from persona_agent.optimizers.trainset import AS_OF
-from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
+from persona_agent.programs import Persona, PersonaAgent, ProfileBuilder, init_persona
 from persona_agent.signatures import CategorizeArticle
-from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
+from persona_agent.stores import MemoryStore, Profile, SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -158,7 +160,7 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
     return rows, md
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--users", type=int, default=10)
@@ -176,144 +178,200 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "bench_align.json")
     parser.add_argument("--report-only", action="store_true", help="rebuild the JSON and Markdown from the JSONL")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".persona_agent" / "bench_align")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    jsonl = args.out.with_suffix(".jsonl")
-    done = load_done(jsonl)
-    if args.report_only:
-        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-        meta = previous.get("meta") or {"task": "LaMP-2N (HuffPost authors)", "lm": args.lm, "heldout": args.heldout}
-        rows, md = summarize(list(done.values()), meta)
-        args.out.write_text(json.dumps({**previous, "summary": rows}, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(md + "\n")
-        print(md)
-        return
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    settings = Settings(home=args.workdir)
-    lm = make_lm(args.lm, settings=settings)
-    embedder = SentenceTransformerEmbedder()
-    dataset = build_huffpost_categories(args.data)
-    users = sorted(dataset.users, key=lambda u: (-len(u.history), u.user_id))[: args.users]
+
+def report_only(args: argparse.Namespace, done: dict[tuple[str, str], dict]) -> None:
+    """Rebuild the JSON summary and the Markdown table from the JSONL, keeping the previous run's meta."""
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    meta = previous.get("meta") or {"task": "LaMP-2N (HuffPost authors)", "lm": args.lm, "heldout": args.heldout}
+    rows, md = summarize(list(done.values()), meta)
+    args.out.write_text(json.dumps({**previous, "summary": rows}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(md + "\n")
+    print(md)
+
+
+def run_meta(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's description for the summary; `budget` becomes each user's estimate as the run goes."""
     command = (
         f"python benchmarks/bench_align.py --users {args.users} --lm {args.lm} --strategies "
         f"{' '.join(args.strategies)} --n {args.n} --heldout {args.heldout} --max-iters {args.max_iters} "
         f"--update {args.update}"
     )
-    meta = {
+    return {
         "task": "LaMP-2N (HuffPost authors)",
         "lm": args.lm,
         "heldout": args.heldout,
         "command": command,
         "budget": None,
     }
+
+
+def build_profile(store: MemoryStore, user: EvalUser) -> Profile:
+    """The stored profile, or one summarised from the memory before the user's first query."""
+    return store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
+        store, user.user_id, before=user.queries[0].timestamp
+    )
+
+
+def agent_for(store: MemoryStore, user: EvalUser, persona: Persona, max_iters: int) -> PersonaAgent:
+    return PersonaAgent(
+        CategorizeArticle, user_id=user.user_id, store=store, persona=persona, max_iters=max_iters, allow_updates=False
+    )
+
+
+@dataclass(frozen=True)
+class Run:
+    """What this run has recorded: the records by (user, strategy), the JSONL they go to, the summary's meta."""
+
+    done: dict[tuple[str, str], dict]
+    jsonl: Path
+    meta: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class UserSetup:
+    """One user's inputs to every strategy's compile: the agent with its initial persona and the two sets."""
+
+    user: EvalUser
+    agent: PersonaAgent
+    persona: Persona
+    trainset: list[dspy.Example]
+    heldout: list[dspy.Example]
+
+
+def baseline(store: MemoryStore, user: EvalUser, history: int, sets: tuple[list, list], max_iters: int) -> dict:
+    """The user's `initial` record: the summarised profile, its persona and the scores before any compile."""
+    with track_usage() as usage:
+        profile = build_profile(store, user)
+    persona = init_persona(user.user_id, profile.text)
+    agent = agent_for(store, user, persona, max_iters)
+    return {
+        "user": user.key,
+        "user_id": user.user_id,
+        "strategy": "initial",
+        "history": history,
+        "profile": profile.text,
+        "profile_usage": usage.report().as_dict(),
+        "persona": persona.text,
+        "batch": evaluate(agent, sets[0]),
+        "heldout": evaluate(agent, sets[1]),
+    }
+
+
+def align(strategy: str, setup: UserSetup, budget: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One strategy's compile at `budget` LM calls and the compiled agent's scores on the batch and held-out."""
+    user, persona = setup.user, setup.persona
+    compiled = optimizer_for(
+        strategy,
+        n=args.n,
+        max_lm_calls=budget,
+        metric=exact_match,
+        update=args.update,
+        constrain=False,
+        breadth=2,
+        depth=1,
+        log_dir=args.workdir / f"gepa-{user.user_id}-{datetime.now():%Y%m%d%H%M%S}",
+    ).compile(setup.agent, trainset=setup.trainset)
+    trace = compiled.alignment_trace
+    return {
+        "user": user.key,
+        "user_id": user.user_id,
+        "strategy": strategy,
+        "persona_before": persona.text,
+        "persona_after": compiled.persona.text,
+        "gradient": gradient_of(trace),
+        "persona_changed": compiled.persona.text != persona.text,
+        "update": args.update if strategy == "persona_aligner" else None,
+        "compile": {"usage": trace["usage"], "stop_reason": trace["stop_reason"]},
+        "batch_after": evaluate(compiled, setup.trainset),
+        "heldout_after": evaluate(compiled, setup.heldout),
+    }
+
+
+def user_setup(store: MemoryStore, user: EvalUser, args: argparse.Namespace, run: Run) -> UserSetup:
+    """Seed the user's memory, record the `initial` baseline once, and build the agent every strategy compiles."""
+    first = user.queries[0]
+    memory = user.profile_before(first)
+    if store.count(user.user_id) == 0:
+        store.add(user.user_id, [{"query": i.input, "response": i.output, "created_at": i.timestamp} for i in memory])
+    trainset = [example(i) for i in user.first_alignment_batch(args.n)]
+    heldout = [example(q) for q in user.queries[: args.heldout]]
+    base = run.done.get((user.key, "initial"))
+    if base is None:
+        base = baseline(store, user, len(memory), (trainset, heldout), args.max_iters)
+        append(run.jsonl, base)
+        run.done[(user.key, "initial")] = base
+    if "profile" not in base:  # the private sidecar is gone (a fresh checkout): summarise again
+        base["profile"] = build_profile(store, user).text
+    persona = init_persona(user.user_id, base["profile"])
+    agent = agent_for(store, user, persona, args.max_iters)
+    return UserSetup(user=user, agent=agent, persona=persona, trainset=trainset, heldout=heldout)
+
+
+def run_user(setup: UserSetup, args: argparse.Namespace, run: Run, progress: str) -> None:
+    """Compile and score every strategy not yet recorded for this user, appending each record as it finishes."""
+    user, done = setup.user, run.done
+    budget = PersonaAligner(n=args.n).estimate(setup.trainset, student=setup.agent).max_lm_calls
+    run.meta["budget"] = budget
+    for strategy in args.strategies:
+        if (user.key, strategy) in done:
+            continue
+        rec = align(strategy, setup, budget, args)
+        append(run.jsonl, rec)
+        done[(user.key, strategy)] = rec
+        print(
+            f"{progress} {user.user_id} {strategy}: "
+            f"held-out {done[(user.key, 'initial')]['heldout']['accuracy']} -> {rec['heldout_after']['accuracy']}",
+            flush=True,
+        )
+
+
+def write_summary(out: Path, run: Run, started: float) -> str:
+    """Rebuild the JSON summary and the Markdown table from every record so far; returns the Markdown."""
+    rows, md = summarize(list(run.done.values()), run.meta)
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine(),
+                "meta": run.meta,
+                "summary": rows,
+                "wall_seconds_this_run": round(time.perf_counter() - started, 1),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    out.with_suffix(".md").write_text(md + "\n")
+    return md
+
+
+def run_all(args: argparse.Namespace, jsonl: Path, done: dict) -> str:
+    """Every user and strategy (resuming from the JSONL); the summary is rewritten after each user."""
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=args.workdir)
+    lm = make_lm(args.lm, settings=settings)
+    embedder = SentenceTransformerEmbedder()
+    dataset = build_huffpost_categories(args.data)
+    users = sorted(dataset.users, key=lambda u: (-len(u.history), u.user_id))[: args.users]
+    run = Run(done=done, jsonl=jsonl, meta=run_meta(args))
     started = time.perf_counter()
     with dspy.context(lm=lm, adapter=adapter_for(lm)):
         for number, user in enumerate(users, 1):
-            first = user.queries[0]
-            memory = user.profile_before(first)
-            db = args.workdir / f"{user.user_id}.duckdb"
-            with MemoryStore(db, embedder=embedder, settings=settings) as store:
-                if store.count(user.user_id) == 0:
-                    store.add(
-                        user.user_id,
-                        [{"query": i.input, "response": i.output, "created_at": i.timestamp} for i in memory],
-                    )
-                trainset = [example(i) for i in user.first_alignment_batch(args.n)]
-                heldout = [example(q) for q in user.queries[: args.heldout]]
-                base = done.get((user.key, "initial"))
-                if base is None:
-                    with track_usage() as usage:
-                        profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
-                            store, user.user_id, before=first.timestamp
-                        )
-                    persona = init_persona(user.user_id, profile.text)
-                    agent = PersonaAgent(
-                        CategorizeArticle,
-                        user_id=user.user_id,
-                        store=store,
-                        persona=persona,
-                        max_iters=args.max_iters,
-                        allow_updates=False,
-                    )
-                    base = {
-                        "user": user.key,
-                        "user_id": user.user_id,
-                        "strategy": "initial",
-                        "history": len(memory),
-                        "profile": profile.text,
-                        "profile_usage": usage.report().as_dict(),
-                        "persona": persona.text,
-                        "batch": evaluate(agent, trainset),
-                        "heldout": evaluate(agent, heldout),
-                    }
-                    append(jsonl, base)
-                    done[(user.key, "initial")] = base
-                if "profile" not in base:  # the private sidecar is gone (a fresh checkout): summarise again
-                    profile = store.get_profile(user.user_id) or ProfileBuilder(max_records=20).build(
-                        store, user.user_id, before=first.timestamp
-                    )
-                    base["profile"] = profile.text
-                persona = init_persona(user.user_id, base["profile"])
-                agent = PersonaAgent(
-                    CategorizeArticle,
-                    user_id=user.user_id,
-                    store=store,
-                    persona=persona,
-                    max_iters=args.max_iters,
-                    allow_updates=False,
-                )
-                budget = PersonaAligner(n=args.n).estimate(trainset, student=agent).max_lm_calls
-                meta["budget"] = budget
-                for strategy in args.strategies:
-                    if (user.key, strategy) in done:
-                        continue
-                    compiled = optimizer_for(
-                        strategy,
-                        n=args.n,
-                        max_lm_calls=budget,
-                        metric=exact_match,
-                        update=args.update,
-                        constrain=False,
-                        breadth=2,
-                        depth=1,
-                        log_dir=args.workdir / f"gepa-{user.user_id}-{datetime.now():%Y%m%d%H%M%S}",
-                    ).compile(agent, trainset=trainset)
-                    trace = compiled.alignment_trace
-                    rec = {
-                        "user": user.key,
-                        "user_id": user.user_id,
-                        "strategy": strategy,
-                        "persona_before": persona.text,
-                        "persona_after": compiled.persona.text,
-                        "gradient": gradient_of(trace),
-                        "persona_changed": compiled.persona.text != persona.text,
-                        "update": args.update if strategy == "persona_aligner" else None,
-                        "compile": {"usage": trace["usage"], "stop_reason": trace["stop_reason"]},
-                        "batch_after": evaluate(compiled, trainset),
-                        "heldout_after": evaluate(compiled, heldout),
-                    }
-                    append(jsonl, rec)
-                    done[(user.key, strategy)] = rec
-                    print(
-                        f"[{number}/{len(users)}] {user.user_id} {strategy}: "
-                        f"held-out {base['heldout']['accuracy']} -> {rec['heldout_after']['accuracy']}",
-                        flush=True,
-                    )
-            rows, md = summarize(list(done.values()), meta)
-            args.out.write_text(
-                json.dumps(
-                    {
-                        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                        "meta": meta,
-                        "summary": rows,
-                        "wall_seconds_this_run": round(time.perf_counter() - started, 1),
-                    },
-                    indent=2,
-                )
-                + "\n"
-            )
-            args.out.with_suffix(".md").write_text(md + "\n")
-    print(md)
+            with MemoryStore(args.workdir / f"{user.user_id}.duckdb", embedder=embedder, settings=settings) as store:
+                run_user(user_setup(store, user, args, run), args, run, f"[{number}/{len(users)}]")
+            md = write_summary(args.out, run, started)
+    return md
+
+
+def main() -> None:
+    args = parse_args()
+    jsonl = args.out.with_suffix(".jsonl")
+    done = load_done(jsonl)
+    if args.report_only:
+        report_only(args, done)
+        return
+    print(run_all(args, jsonl, done))
 
 
 if __name__ == "__main__":

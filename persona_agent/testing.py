@@ -174,6 +174,7 @@ class ScriptedEngine:
             outputs = _section(system_text, "Your output fields are:")
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         json_mode = request.config.response_format is not None or "Outputs will be a JSON object" in system_text
+        # a JSON request without DSPy's markers (e.g. a lean JSON adapter) still gets JSON, not a bare value
         plain = signature is not None and not json_mode and "[[ ## " not in system_text and "[[ ## " not in user
         values = _parse_plain(user, inputs) if plain else _parse_inputs(user, inputs)
         with self._lock:
