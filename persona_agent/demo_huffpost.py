@@ -115,7 +115,11 @@ def run_demo(
     settings = settings or Settings()
     path = data_dir / HUFFPOST_FILE
     if not path.is_file():
-        raise InvalidInputError("data_dir", str(data_dir), f"has no {HUFFPOST_FILE} (see ../shared/data/SOURCES.md)")
+        raise InvalidInputError(
+            "data_dir",
+            str(data_dir),
+            f"has no {HUFFPOST_FILE} (the HuffPost news file; see SOURCES.md in the data folder)",
+        )
     db = settings.home / "demo.duckdb"
     db.unlink(missing_ok=True)
     db.with_name(db.name + ".wal").unlink(missing_ok=True)
