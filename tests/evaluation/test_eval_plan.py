@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.errors import DatasetFormatError, InvalidInputError
 from persona_agent.core.records import EvalUser, Item, user_key
 from persona_agent.core.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.evaluation.cli import eval_app
@@ -215,3 +215,11 @@ def test_movie_knowledge_base_is_built_once(tmp_path, monkeypatch):
     with movie_knowledge_base(data, tmp_path / "cache", WordsEmbedder()) as again:
         assert len(again) == 3
     assert len(list((tmp_path / "cache").glob("movies-kb-*.duckdb"))) == 1
+
+
+def test_movie_documents_name_a_missing_column(tmp_path):
+    data = movie_data(tmp_path)
+    links = next(data.rglob("links.csv"))
+    links.write_text(links.read_text().replace("tmdbId", "tmdb"))
+    with pytest.raises(DatasetFormatError, match="tmdbId"):
+        movie_documents(data)
