@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
-from benchlib import machine  # benchmarks/benchlib.py, shared by the scripts
+from benchlib import data_folder, machine  # benchmarks/benchlib.py, shared by the scripts
 
 from persona_agent.core.config import Settings
 from persona_agent.core.records import EvalUser
@@ -44,7 +44,6 @@ from persona_agent.signatures import CategorizeArticle
 from persona_agent.stores import MemoryStore, Profile, SentenceTransformerEmbedder
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -162,7 +161,7 @@ def summarize(records: list[dict], meta: dict) -> tuple[dict, str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: PERSONA_AGENT_DATA_DIR)")
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--lm", default="local")
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
@@ -352,7 +351,7 @@ def run_all(args: argparse.Namespace, jsonl: Path, done: dict) -> str:
     settings = Settings(home=args.workdir)
     lm = make_lm(args.lm, settings=settings)
     embedder = SentenceTransformerEmbedder()
-    dataset = build_huffpost_categories(args.data)
+    dataset = build_huffpost_categories(data_folder(args.data))
     users = sorted(dataset.users, key=lambda u: (-len(u.history), u.user_id))[: args.users]
     run = Run(done=done, jsonl=jsonl, meta=run_meta(args))
     started = time.perf_counter()

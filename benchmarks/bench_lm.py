@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import Literal
 
 import dspy
-from benchlib import machine, write_json  # benchmarks/benchlib.py, shared by the scripts
+from benchlib import data_folder, machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 from lean_adapter import LeanJSONAdapter  # benchmarks/lean_adapter.py: this script's own adapter
 
 from persona_agent.core.usage import track_usage
+from persona_agent.demo_huffpost import HUFFPOST_FILE
 from persona_agent.lm.engine import AsyncLlamaEngine
 from persona_agent.lm.gguf import DEFAULT_MODEL, ensure_model
 from persona_agent.lm.models import make_lm
 from persona_agent.lm.runtime import unload_all
 
 RESULTS = Path(__file__).parent / "results" / "bench_lm.json"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "huffpost-news" / "News_Category_Dataset_v3.json"
 LABELS = (
     "women", "religion", "politics", "style & beauty", "entertainment", "culture & arts", "sports",
     "science & technology", "travel", "business", "crime", "education", "healthy living", "parents", "food & drink",
@@ -60,10 +60,10 @@ def installed_size(distributions: list[str]) -> int:
     return total
 
 
-def news_items(n: int) -> list[tuple[str, str]]:
+def news_items(path: Path, n: int) -> list[tuple[str, str]]:
     """Deterministic: per label, the first articles in file order, round-robin until n."""
     by_label: dict[str, list[str]] = {label: [] for label in LABELS}
-    with open(DATA) as f:
+    with open(path) as f:
         for line in f:
             row = json.loads(line)
             category = row["category"].lower()
@@ -95,6 +95,7 @@ def timed_calls(lm: dspy.LM, adapter: dspy.Adapter, texts: list[str]) -> tuple[l
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=15, help="news items for the adapter comparison")
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: PERSONA_AGENT_DATA_DIR)")
     parser.add_argument("--assemble", action="store_true", help="also time a fresh 1.1 GB GGUF assembly")
     return parser.parse_args()
 
@@ -181,7 +182,7 @@ def main() -> None:
     lm.engine.runtime()  # assemble (if needed) and load
     result["first_load_seconds"] = round(time.perf_counter() - start, 2)
     cold = without_reuse(lm)
-    items = news_items(args.n)
+    items = news_items(data_folder(args.data) / HUFFPOST_FILE, args.n)
     texts = [text for text, _ in items]
     result.update(throughput(cold, texts))
     result.update(kv_reuse(cold, lm, texts))

@@ -3,7 +3,7 @@ a raw FAISS search over that user's vectors alone. Both sides run in the same pr
 
     python benchmarks/bench_memory.py [--texts 3000] [--sizes 100000 1000000] [--out benchmarks/results/bench_memory.json]
 
-Ingest uses real HuffPost text (headline + short description, authors as users) from ../shared/data;
+Ingest uses real HuffPost text (headline + short description, authors as users) from the data folder (`--data` or PERSONA_AGENT_DATA_DIR);
 search uses random unit vectors (the scale part does not depend on the text).
 """
 
@@ -21,13 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import faiss
 import numpy as np
-from benchlib import machine, write_json  # benchmarks/benchlib.py, shared by the scripts
+from benchlib import data_folder, machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 
+from persona_agent.demo_huffpost import HUFFPOST_FILE
 from persona_agent.stores import MemoryStore, SentenceTransformerEmbedder
-
-DATA = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "huffpost-news" / "News_Category_Dataset_v3.json"
-)
 
 
 def author_id(authors: str) -> str:
@@ -142,7 +139,7 @@ def bench_search(total: int, per_user: tuple[int, ...], queries: int, workdir: P
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--data", type=Path, default=None, help="data folder (default: PERSONA_AGENT_DATA_DIR)")
     parser.add_argument("--texts", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -154,7 +151,7 @@ def main() -> None:
         work = Path(tmp)
         report = {
             "machine": machine(faiss=faiss.__version__, load_average_at_start=os.getloadavg()),
-            "ingest": bench_ingest(load_texts(args.data, args.texts), args.batch, work),
+            "ingest": bench_ingest(load_texts(data_folder(args.data) / HUFFPOST_FILE, args.texts), args.batch, work),
         }
         print(json.dumps(report["ingest"], indent=2), flush=True)
         embedder = SentenceTransformerEmbedder()

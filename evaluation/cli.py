@@ -28,7 +28,10 @@ RESULTS_ROOT = Path("benchmarks/results/eval")  # as run_config.DEFAULT_OUT, whi
 
 # `eval run` options whose help does not fit on the parameter's line.
 _Methods = Annotated[
-    str, typer.Option(help="Comma-separated methods, groups (floors, baselines, ablations, strategies) or all.")
+    str,
+    typer.Option(
+        help="Comma-separated methods, groups (floors, baselines, ablations, strategies, planned_mode) or all."
+    ),
 ]
 _Data = Annotated[Path | None, typer.Option(help="The real-data folder (default: the PERSONA_AGENT_DATA_DIR setting).")]
 _RunName = Annotated[str | None, typer.Option(help="Run folder name (default: <lm>-<users>u-<queries>q-seed<seed>).")]

@@ -12,7 +12,6 @@ when one of them changes. The cache lives outside the results folder: it is an e
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_agent.core.lamp import require_file
+from persona_agent.evaluation.builders import csv_rows
 from persona_agent.evaluation.movielens import IMDB_PLOTS_FILE, LINKS_FILE, TMDB_FILE
 from persona_agent.stores.embeddings import Embedder
 from persona_agent.stores.knowledge import KnowledgeBase
@@ -37,19 +37,21 @@ def _names(raw: str) -> list[str]:
     return [str(i["name"]) for i in items if isinstance(i, dict) and i.get("name")]
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with require_file(path).open(encoding="utf-8", newline="") as handle:
-        return list(csv.DictReader(handle))
+def _rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The file's rows, once its header holds the `columns` the documents read by key."""
+    return [row for _, row in csv_rows(path, columns)]
 
 
 def movie_documents(data_dir: Path | str) -> list[dict[str, Any]]:
     """Knowledge documents ({id, title, text, source}) for every described movie, sorted by id."""
     root = Path(data_dir)
     tmdb_to_ml = {
-        row["tmdbId"].strip(): row["movieId"].strip() for row in _rows(root / LINKS_FILE) if row["tmdbId"].strip()
+        row["tmdbId"].strip(): row["movieId"].strip()
+        for row in _rows(root / LINKS_FILE, ("movieId", "tmdbId"))
+        if row["tmdbId"].strip()
     }
     docs: dict[str, dict[str, Any]] = {}
-    for row in _rows(root / IMDB_PLOTS_FILE):
+    for row in _rows(root / IMDB_PLOTS_FILE, ("movieId", "title")):
         docs[f"ml-{row['movieId'].strip()}"] = {
             "title": " ".join(row["title"].split()),
             "genres": [g for g in row.get("genres", "").split("|") if g],
@@ -58,7 +60,7 @@ def movie_documents(data_dir: Path | str) -> list[dict[str, Any]]:
             "plot": " ".join(row.get("plot", "").split()),
             "source": "ml1m-imdb-plots",
         }
-    for row in _rows(root / TMDB_FILE):
+    for row in _rows(root / TMDB_FILE, ("id",)):
         year = row.get("release_date", "")[:4]
         extra = {
             "genres": _names(row.get("genres", "")),

@@ -179,7 +179,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": tuple(m.name for m in METHOD_SPECS if m.group == "baseline"),
     "ablations": tuple(m.name for m in METHOD_SPECS if m.group == "ablation"),
     "strategies": tuple(m.name for m in METHOD_SPECS if m.group == "persona_agent"),
-    "planned": tuple(m.name for m in METHOD_SPECS if m.mode == "planned"),  # issue 39's rows, the vote floor too
+    "planned_mode": tuple(m.name for m in METHOD_SPECS if m.mode == "planned"),  # the vote floor too
 }
 
 

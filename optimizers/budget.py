@@ -6,6 +6,10 @@ step drivers before each predictor call (see `persona_agent.programs.steps`) and
 so parallel simulations never overrun the call budget. Token and time limits are checked against
 finished calls, so calls already in flight when a limit is reached may complete. Calls answered by
 DSPy's response cache are not charged.
+
+`fit_calls` plans a compile under a call cap before it starts: the largest batch (then the most rounds) whose
+worst case still leaves room for every phase of a round, so a capped compile completes an update instead of
+spending the cap on simulations; a cap too small for one example's round is refused with the minimum.
 """
 
 from __future__ import annotations
@@ -25,6 +29,45 @@ class BudgetExhaustedError(PersonaAgentError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"budget reached: {reason}")
+
+
+class BudgetTooSmallError(InvalidInputError):
+    """A call cap below one complete round on one example; refused before any call. `minimum` is what it needs."""
+
+    def __init__(self, limit: int, minimum: int, what: str) -> None:
+        self.minimum = minimum
+        reason = f"is below the {minimum} LM calls {what} needs at most; give at least {minimum}"
+        super().__init__("max_lm_calls", limit, reason)
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """The batch size and rounds a compile runs, and whether a call cap shrank them."""
+
+    batch: int
+    iterations: int
+    capped: bool
+
+
+def fit_calls(
+    limit: int | None, *, batch: int, iterations: int, per_example: int, per_round: int, fixed: int = 0
+) -> CallPlan:
+    """The largest batch, then the most rounds (each at most as asked), whose worst case fits `limit`.
+
+    A round on `b` examples costs at most `b * per_example + per_round` calls (the simulations and losses, then
+    the gradient, update and any acceptance check), on top of `fixed` (a one-off evaluation). Raises
+    `BudgetTooSmallError` when even one round on one example does not fit."""
+    for name, value in (("batch", batch), ("iterations", iterations), ("per_example", per_example)):
+        if value < 1:
+            raise InvalidInputError(name, value, "must be at least 1")
+    if limit is None:
+        return CallPlan(batch, iterations, capped=False)
+    minimum = fixed + per_example + per_round
+    if limit < minimum:
+        raise BudgetTooSmallError(limit, minimum, "one alignment round on one example")
+    size = min(batch, (limit - fixed - per_round) // per_example)
+    rounds = min(iterations, (limit - fixed) // (size * per_example + per_round))
+    return CallPlan(size, rounds, capped=(size, rounds) != (batch, iterations))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from dspy.teleprompt import Teleprompter
 
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.usage import track_usage
-from persona_agent.optimizers.budget import Budget, BudgetExhaustedError
+from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, CallPlan, fit_calls
 from persona_agent.optimizers.evidence_fit import acceptance_key, evidence_records, fit_weights
 from persona_agent.optimizers.guard import PersonaGuard
 from persona_agent.optimizers.simulation import (
@@ -58,7 +58,8 @@ class CompileEstimate:
     """The most LM calls a compile can make, by phase (simulation, loss, gradient, update, evaluation).
 
     Early finishes (the agent stops calling tools, matched examples skip their loss, an all-match batch
-    skips the update) make fewer; adapter retries on unparseable output can add one per retry."""
+    skips the update) make fewer; adapter retries on unparseable output can add one per retry. Under a call
+    cap, `batch` and `iterations` are the planned ones (`capped` says the cap shrank them)."""
 
     iterations: int
     simulate: int
@@ -66,6 +67,8 @@ class CompileEstimate:
     gradient: int
     update: int
     evaluate: int
+    batch: int = 0
+    capped: bool = False
 
     @property
     def max_lm_calls(self) -> int:
@@ -73,6 +76,8 @@ class CompileEstimate:
 
     def as_dict(self) -> dict[str, int]:
         return {
+            "batch": self.batch,
+            "capped": self.capped,
             "iterations": self.iterations,
             "simulate": self.simulate,
             "loss": self.loss,
@@ -143,17 +148,37 @@ class PersonaAligner(Teleprompter):
         self.update_mode = update
         self.update = dspy.Predict(PersonaUpdate if update == "rewrite" else PersonaEdit)
 
+    def plan(
+        self, trainset: Sequence[dspy.Example], *, student: PersonaAgent, valset: Sequence[dspy.Example] | None = None
+    ) -> CallPlan:
+        """The batch size and rounds `compile` runs: as asked, or under `max_lm_calls` the largest batch (then
+        the most rounds) whose worst case leaves room for each round's loss, gradient and update. Raises
+        `BudgetTooSmallError` (naming `max_lm_calls`, with the minimum) before any call if one example's round
+        does not fit."""
+        per = steps_per_example(student)
+        val = per * len(valset) if self.accept == "improve" and valset else 0
+        check = per if self.accept == "improve" and not valset else 0  # the candidate re-simulates the batch
+        return fit_calls(
+            self.budget.max_lm_calls,
+            batch=max(1, min(self.n, len(trainset))),
+            iterations=self.iterations,
+            per_example=per + 1 + check,  # simulation, loss, and any acceptance re-simulation
+            per_round=2 + val,  # gradient and update, and any validation of the candidate
+            fixed=val,  # the initial validation score
+        )
+
     def estimate(
         self, trainset: Sequence[dspy.Example], *, student: PersonaAgent, valset: Sequence[dspy.Example] | None = None
     ) -> CompileEstimate:
-        """The most LM calls `compile(student, trainset=..., valset=...)` will make, before it runs."""
-        batch = min(self.n, len(trainset))
+        """The most LM calls `compile(student, trainset=..., valset=...)` will make, before it runs (the planned
+        batch and rounds under a call cap; see `plan`)."""
+        planned = self.plan(trainset, student=student, valset=valset)
+        batch, t = planned.batch, planned.iterations
         per = steps_per_example(student)
-        t = self.iterations
         evaluate = 0
         if self.accept == "improve":
             evaluate = t * per * (len(valset) if valset else batch) + (per * len(valset) if valset else 0)
-        return CompileEstimate(t, t * batch * per, t * batch, t, t, evaluate)
+        return CompileEstimate(t, t * batch * per, t * batch, t, t, evaluate, batch, planned.capped)
 
     def constrain(self, current: str, proposed: str) -> tuple[str | None, str]:
         """`PersonaGuard.constrain` under this aligner's length cap."""
@@ -263,8 +288,8 @@ class PersonaAligner(Teleprompter):
         metric = metric_for(self.metric, student)
         if self.accept == "improve" and metric is None:
             raise InvalidInputError("metric", None, "accept='improve' needs a metric for this free-text task")
-        batch = list(trainset)[-self.n :]
-        estimate = self.estimate(batch, student=student, valset=valset)
+        estimate = self.estimate(trainset, student=student, valset=valset)  # refuses a cap too small, before a call
+        batch = list(trainset)[-estimate.batch :]
         initial = student.persona or init_persona(student.user_id)
         stop_reason = "completed"
         started = time.perf_counter()
@@ -274,7 +299,7 @@ class PersonaAligner(Teleprompter):
                 if self.accept == "improve" and valset:
                     run.val_records = self.simulation.simulate(run.agent, valset, metric)
                     run.val_key = self._key(run, run.val_records)
-                for it in range(self.iterations):
+                for it in range(estimate.iterations):
                     if self._iteration(it, run):
                         stop_reason = "all_match"
                         break

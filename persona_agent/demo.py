@@ -1,135 +1,306 @@
-"""The offline demo: real per-user text in, personal memory search out.
+"""`persona-agent demo`: the whole loop on the sample shipped in the package, in a fresh home of its own.
 
-It ingests HuffPost articles (authors as users) from the shared data folder into a fresh memory store,
-then, for a few authors, searches each author's own memory for the articles most like their latest one,
-strictly before it (as an evaluation would). With an LM it then runs the whole loop for the busiest
-author: a profile from memory, the initial persona, and the persona-steered agent answering with its
-tools. Everything runs locally: the embedder and the offline LM ship in PyPI packages.
+Ingest five writers' news items (`persona_agent/sample/`), build one user's profile, make her initial persona,
+answer a new article with it, compile the persona under a call cap planned so the round completes its update,
+show the persona diff, answer again, point at the MLflow run, then load the program back from that run with
+`load_program` and answer through the OpenAI-compatible app in-process (a user token, FastAPI's `TestClient`).
+
+Each run starts from an empty home: the demo's folder is removed (only a folder this demo made, marked as such)
+and made again, so running it twice gives the same loop. The real-data demo is `persona_agent.demo_huffpost` (`persona-agent demo --data DIR`).
 """
 
 from __future__ import annotations
 
-import json
-import re
+import secrets
+import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import dspy
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from persona_agent.answering import Answer
+from persona_agent.compiling import CompileOptions, CompileResult, plan_compile, run_compile
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import InvalidInputError
-from persona_agent.stores import MemoryStore, SearchHit
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError, ProfileEchoError
+from persona_agent.core.usage import track_usage
+from persona_agent.ingest import read_records
+from persona_agent.lm.models import make_lm
+from persona_agent.loading import load_program
+from persona_agent.programs.persona_agent import resolve_mode
+from persona_agent.programs.profile import ProfileBuilder
+from persona_agent.programs.saved import ProgramSpec
+from persona_agent.service import create_app
+from persona_agent.service.auth import mint_token, token_secret
+from persona_agent.signatures.tasks import CategorizeArticle
+from persona_agent.stores.embeddings import Embedder
+from persona_agent.workspace import Workspace
 
-HUFFPOST_FILE = "huffpost-news/News_Category_Dataset_v3.json"
-
-
-def author_user_id(authors: str) -> str:
-    """A HuffPost byline as a valid user id: lower-case, runs of other characters become '-'."""
-    return re.sub(r"[^a-z0-9]+", "-", authors.lower()).strip("-")[:128]
-
-
-def iter_huffpost(path: Path, limit: int) -> Iterator[tuple[str, dict]]:
-    """(user id, interaction) pairs from the HuffPost JSON-lines file; articles without an author are skipped."""
-    with path.open(encoding="utf-8") as f:
-        taken = 0
-        for line_no, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-                user = author_user_id(rec["authors"])
-                query = f"{rec['headline']}. {rec['short_description']}".strip()
-                created = datetime.fromisoformat(rec["date"])
-            except (KeyError, ValueError) as exc:
-                raise InvalidInputError(f"{path}:{line_no}", line[:80], f"is not a HuffPost record ({exc})") from None
-            if not user or not query.strip(". "):
-                continue
-            yield user, {"query": query, "response": rec["category"].lower(), "task": "news", "created_at": created}
-            taken += 1
-            if taken == limit:
-                return
+SAMPLE_FILE = "news.jsonl"
+MARKER = ".persona-agent-demo"
+QUESTION = (
+    "A new AI model translates sign language into speech in real time. "
+    "The researchers trained it on videos from 500 signers."
+)
+# The program the demo compiles and serves: one LM call per answer (no tool loop), so the loop takes minutes on a
+# CPU. Its mode is "auto": planned (one answer call scored over the closed label set) on the offline model, the
+# direct call otherwise; the demo prints which. Another agent is this one argument (`DemoOptions.spec`).
+DEMO_SPEC = ProgramSpec(signature=CategorizeArticle, use_actions=False, allow_updates=False)
+STEPS = ("ingest", "profile", "initial persona", "answer", "compile", "diff", "answer again", "MLflow", "serve")
 
 
-@dataclass
-class AgentAnswer:
-    """One answer of a user's PersonaAgent, with what it cost."""
+class DemoServiceError(PersonaAgentError):
+    """The in-process service did not answer the demo's chat completion."""
 
-    user_id: str
-    request: str
-    gold: str
-    persona: str
-    response: str
-    trajectory: list[dict]
-    lm_calls: int
-    tokens: int
-    seconds: float
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What the demo runs: whose persona it compiles, on what, under which cap, with which program."""
+
+    user: str = "ada"
+    question: str = QUESTION
+    expected: str = "business"  # what `user` files such a story under (persona_agent/sample/README.md)
+    n: int = 2
+    max_lm_calls: int = 7  # the plan's worst case for two examples is 6; one call spare for an adapter retry
+    update: Literal["rewrite", "edit"] = "edit"
+    spec: ProgramSpec = DEMO_SPEC
 
 
 @dataclass
-class DemoResult:
-    articles: int
-    users: int
-    ingest_seconds: float
-    searches: list[tuple[str, str, list[SearchHit]]]
-    answer: AgentAnswer | None = None
+class DemoReport:
+    """What the demo did, step by step (the CLI prints it as it goes; tests read it)."""
+
+    home: Path
+    mode: str = ""  # the agent mode the answers ran in ("auto" resolved for the LM in use)
+    users: int = 0
+    interactions: int = 0
+    profile: str | None = None
+    persona_v0: str = ""
+    before: Answer | None = None
+    compiled: CompileResult | None = None
+    diff: str = ""
+    after: Answer | None = None
+    artifacts: list[str] = field(default_factory=list)
+    mlflow_ui: str = ""
+    loaded: str = ""
+    served: dict[str, Any] = field(default_factory=dict)
+    lm_calls: dict[str, int] = field(default_factory=dict)
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
 
 
-def answer_as_agent(store: MemoryStore, user: str, lm: dspy.LM) -> AgentAnswer:
-    """The whole loop for one user, offline: a profile from their memory (semantic memory), the initial
-    persona from it, and the persona-steered agent answering their latest article, its memory cut off
-    just before that article."""
-    from persona_agent.core.usage import track_usage
-    from persona_agent.lm.models import adapter_for
-    from persona_agent.programs import PersonaAgent, ProfileBuilder, init_persona
+def sample_path() -> Path:
+    """The shipped sample file (package data, so a wheel has it too)."""
+    return Path(str(resources.files("persona_agent") / "sample" / SAMPLE_FILE))
 
-    latest = store.latest(user, 1)[0]
-    request = f"Which news category would you file this article under? {latest.query}"
-    with track_usage() as usage, dspy.context(lm=lm, adapter=adapter_for(lm)):
-        profile = ProfileBuilder(max_records=20).build(store, user, before=latest.created_at)
-        persona = init_persona(user, profile)
-        agent = PersonaAgent(user_id=user, store=store, persona=persona, max_iters=1, allow_updates=False)
-        out = agent(request=request, as_of=latest.created_at)
-    report = usage.report()
-    return AgentAnswer(
-        user,
-        request,
-        latest.response,
-        persona.text,
-        out.response,
-        out.trajectory,
-        report.calls,
-        report.total_tokens,
-        report.seconds,
+
+def fresh_home(root: Path) -> Path:
+    """A new, empty home for one run under `root`, after removing what an earlier run left there; a `root` this
+    demo did not make (no marker) that holds something is refused. Each run gets a folder of its own so nothing
+    a process still holds open from an earlier run (an MLflow database engine, a response cache) points at it."""
+    root = Path(root)
+    if root.exists():
+        if not (root / MARKER).is_file() and any(root.iterdir()):
+            raise InvalidInputError("home", str(root), "holds files the demo did not make: give an empty folder")
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    (root / MARKER).write_text("made by `persona-agent demo`, which removes and remakes this folder\n")
+    home = root / f"run-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
+    home.mkdir()
+    return home
+
+
+def demo_settings(home: Path) -> Settings:
+    """Settings whose every path is under `home`, with the labelled news task (so compiles have a metric)."""
+    paths = {"db_path": None, "cache_dir": None, "mlflow_tracking_uri": None, "mlflow_artifact_location": None}
+    return Settings(home=home, task_signature="CategorizeArticle", **paths)
+
+
+class DemoView:
+    """Rich progress over the demo's steps, with each step's output printed above the bar."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task = self.progress.add_task("demo", total=len(STEPS))
+        self.print = self.progress.console.print
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str, status: str) -> Iterator[None]:
+        self.progress.update(self.task, description=status)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        self.progress.advance(self.task)
+        self.progress.update(self.task, description=f"{name} done")
+
+
+def _calls(meter: Any) -> int:
+    return meter.report().calls
+
+
+def ingest_sample(ws: Workspace, view: DemoView, report: DemoReport) -> None:
+    records = read_records(sample_path(), max_chars=ws.settings.max_text_chars)
+    bar = view.progress.add_task(f"ingesting {SAMPLE_FILE}", total=len(records))
+    done = ws.store.ingest(records, batch_size=16, progress=lambda n: view.progress.advance(bar, n))
+    view.progress.remove_task(bar)
+    report.users, report.interactions = len(ws.store.users()), done.added
+    view.print(f"[bold]1. ingest[/bold]: {done.added} news items of {report.users} users into {ws.settings.home}")
+
+
+def build_profile(ws: Workspace, user: str, view: DemoView, report: DemoReport) -> None:
+    with track_usage() as meter, ws.lm_context():
+        try:
+            report.profile = ProfileBuilder().build(ws.store, user).text
+        except ProfileEchoError as exc:  # a small LM may hand its prompt back: the persona starts without a profile
+            view.print(f"[yellow]profile[/yellow]: {exc}")
+    report.lm_calls["profile"] = _calls(meter)
+    view.print(
+        f"[bold]2. profile[/bold] of {user} (semantic memory, summarised by the LM): {escape(str(report.profile))}"
     )
+    report.persona_v0 = ws.registry.get(user, ws.ensure_persona(user).version).text
 
 
-def run_demo(
-    data_dir: Path,
+def report_mode(ws: Workspace, options: DemoOptions) -> str:
+    """The mode the agent answers in with this workspace's LM (`auto` resolves per LM: planned for the local one)."""
+    return resolve_mode(options.spec.mode, ws.lm)
+
+
+def answer(ws: Workspace, options: DemoOptions, label: str, view: DemoView) -> Answer:
+    reply = ws.respond(options.user, options.question)
+    view.print(
+        f"[bold]{label}[/bold] (persona v{reply.persona_version}, {report_mode(ws, options)} mode): "
+        f"{escape(reply.text)}   "
+        f"[dim]({options.user} files such stories under {options.expected})[/dim]"
+    )
+    return reply
+
+
+def estimate_table(estimate: dict[str, Any]) -> Table:
+    table = Table(title="Compile estimate (most LM calls, planned under the cap)", title_justify="left")
+    keys = ("batch", "simulate", "loss", "gradient", "update", "max_lm_calls")
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row(*(str(estimate.get(k, "-")) for k in keys))
+    return table
+
+
+def compile_persona(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoReport) -> CompileResult:
+    opts = CompileOptions(n=options.n, max_lm_calls=options.max_lm_calls, update=options.update)
+    plan = plan_compile(ws, options.user, opts)
+    view.print(estimate_table(plan.estimate))
+    result = run_compile(ws, plan)
+    report.lm_calls["compile"] = int(result.usage.get("calls", 0))
+    state = (
+        f"v{result.version} (from v{result.parent}), live"
+        if result.changed
+        else "no new version (see the run's alignment trace)"
+    )
+    view.print(f"[bold]5. compile[/bold]: {state}; {result.usage.get('calls', 0)} LM calls; stop: {result.stop_reason}")
+    return result
+
+
+def show_run(ws: Workspace, result: CompileResult, view: DemoView, report: DemoReport) -> None:
+    report.mlflow_ui = f"mlflow ui --backend-store-uri {ws.settings.resolved_tracking_uri}"
+    if result.mlflow_run_id is None:
+        view.print(f"[yellow]8. MLflow[/yellow]: no run ({result.tracking_error or 'nothing changed'})")
+        return
+    report.artifacts = sorted(a.path for a in ws.tracker.client.list_artifacts(result.mlflow_run_id))
+    view.print(f"[bold]8. MLflow[/bold] run {result.mlflow_run_id} with {', '.join(report.artifacts)}")
+    view.print(f"   see it: {report.mlflow_ui}")
+
+
+def serve_answer(ws: Workspace, user: str, question: str) -> dict[str, Any]:
+    """One chat completion from the OpenAI-compatible app over this workspace, in-process, with a user token."""
+    settings = ws.settings.model_copy(update={"api_key": SecretStr(secrets.token_urlsafe(32))})
+    token = mint_token(user, token_secret(settings), ttl_seconds=600)
+    body = {"model": "persona-agent", "messages": [{"role": "user", "content": question}]}
+    with TestClient(create_app(settings, workspace=ws)) as client:
+        reply = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {token}"})
+    if reply.status_code != 200:
+        raise DemoServiceError(f"the service answered {reply.status_code}: {reply.text[:300]}")
+    return reply.json()
+
+
+def load_and_serve(ws: Workspace, options: DemoOptions, run_id: str | None, view: DemoView, report: DemoReport) -> None:
+    source = run_id or "live"
+    agent = load_program(options.user, run_id, workspace=ws)
+    with track_usage() as meter, ws.lm_context():
+        prediction = agent(**ws.inputs_for(agent, options.question))
+    report.loaded = str(prediction[next(iter(agent.task_signature.output_fields))])
+    report.lm_calls["loaded"] = _calls(meter)
+    view.print(f"[bold]9. load_program[/bold]({options.user!r}, {source!r}) answers: {escape(report.loaded)}")
+    report.served = serve_answer(ws, options.user, options.question)
+    choice = report.served["choices"][0]["message"]["content"]
+    view.print(f"   POST /v1/chat/completions as {report.served['system_fingerprint']}: {escape(choice)}")
+
+
+def run_sample_demo(
+    home: Path,
     *,
-    articles: int = 1000,
-    authors: int = 3,
-    settings: Settings | None = None,
-    lm: dspy.LM | None = None,
-) -> DemoResult:
-    settings = settings or Settings()
-    path = data_dir / HUFFPOST_FILE
-    if not path.is_file():
-        raise InvalidInputError("data_dir", str(data_dir), f"has no {HUFFPOST_FILE} (see ../shared/data/SOURCES.md)")
-    db = settings.home / "demo.duckdb"
-    db.unlink(missing_ok=True)
-    db.with_name(db.name + ".wal").unlink(missing_ok=True)
-    records = list(iter_huffpost(path, articles))
-    with MemoryStore(db, settings=settings) as store:
-        t = time.perf_counter()
-        for start in range(0, len(records), 64):
-            store.ingest(records[start : start + 64])
-        elapsed = time.perf_counter() - t
-        busiest = sorted(store.users(), key=store.count, reverse=True)[:authors]
-        searches = []
-        for user in busiest:
-            latest = store.latest(user, 1)[0]
-            hits = store.search(user, latest.query, k=3, before=latest.created_at)
-            searches.append((user, latest.query, hits))
-        answer = answer_as_agent(store, busiest[0], lm) if lm is not None and busiest else None
-        return DemoResult(len(records), len(store.users()), elapsed, searches, answer)
+    lm: dspy.BaseLM | str | None = None,
+    embedder: Embedder | None = None,
+    options: DemoOptions | None = None,
+    console: Console | None = None,
+) -> DemoReport:
+    """Run the loop on the shipped sample in `home` (removed and remade; see `fresh_home`). `lm`: an LM, or a
+    spec for `make_lm` (default: the `lm` setting)."""
+    options = options or DemoOptions()
+    started = time.perf_counter()
+    settings = demo_settings(fresh_home(home))
+    model = lm if isinstance(lm, dspy.BaseLM) else make_lm(lm, settings=settings)
+    report = DemoReport(home=settings.home)
+    view = DemoView(console or Console())
+    with Workspace(settings, embedder=embedder, lm=model, spec=options.spec) as ws, view.progress:
+        _loop(ws, options, view, report)
+    report.step_seconds = view.seconds
+    report.seconds = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoReport) -> None:
+    user, question = options.user, options.question
+    report.mode = report_mode(ws, options)
+    with view.step("ingest", "ingesting the sample"):
+        ingest_sample(ws, view, report)
+    with view.step("profile", f"building {user}'s profile (1 LM call)"):
+        build_profile(ws, user, view, report)
+    with view.step("initial persona", "the initial persona"):
+        view.print("[bold]3. initial persona[/bold] v0 (from the profile):")
+        view.print(report.persona_v0, markup=False, highlight=False)
+    with view.step("answer", "answering with v0"):
+        tools = "" if options.spec.use_actions and options.spec.tools else ", without memory tools: one answer call"
+        view.print(f"   the new article: {escape(question)}\n   the agent answers in {report.mode} mode{tools}")
+        report.before = answer(ws, options, "4. answer", view)
+    with view.step("compile", f"compiling {user}'s persona (at most {options.max_lm_calls} LM calls)"):
+        report.compiled = compile_persona(ws, options, view, report)
+    with view.step("diff", "the persona diff"):
+        report.diff = ws.registry.diff(user, 0, report.compiled.version)
+        view.print("[bold]6. persona diff[/bold] (v0 -> the compiled version):")
+        view.print(report.diff.rstrip("\n") or "(no difference)", markup=False, highlight=False)
+    with view.step("answer again", "answering with the compiled persona"):
+        report.after = answer(ws, options, "7. answer again", view)
+    with view.step("MLflow", "the MLflow run"):
+        show_run(ws, report.compiled, view, report)
+    with view.step("serve", "load_program, then the OpenAI-compatible app"):
+        run_id = report.compiled.mlflow_run_id if report.compiled.changed else None  # else: the live v0
+        load_and_serve(ws, options, run_id, view, report)
+    report.lm_calls["answers"] = sum(int(a.usage.get("calls", 0)) for a in (report.before, report.after) if a)

@@ -31,7 +31,8 @@ ENTRY = (
     "forgetting",
     "reconciling",
     "ingest",
-    "demo",
+    "demo_huffpost",
+    "persona_space",
     "program_cache",
     "testing",
     "runners",
@@ -49,6 +50,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import it
     ("persona_agent.tracking",),
     tuple(f"persona_agent.{name}" for name in ENTRY),
     ("persona_agent.service",),
+    ("persona_agent.demo",),  # the sample demo answers through the service in-process
     ("persona_agent.evaluation",),
     ("persona_agent.cli",),
 )

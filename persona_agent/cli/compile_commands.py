@@ -104,12 +104,15 @@ def _plans(ws: Workspace, users: list[str], options: CompileOptions, *, all_user
             if not all_users:
                 raise
             skipped.append((name, str(exc)))
-    table = Table(title="Estimate (most LM calls per user)", title_justify="left")
+    capped = any(plan.estimate.get("capped") for plan in plans)
+    caption = "* batch shrunk to fit --max-lm-calls" if capped else None
+    table = Table(title="Estimate (most LM calls per user)", title_justify="left", caption=caption)
     for column in ("user", "batch", "max LM calls", "simulate", "loss", "gradient", "update", "evaluate"):
         table.add_column(column, justify="left" if column == "user" else "right")
     for plan in plans:
         e = plan.estimate
-        table.add_row(plan.user_id, str(len(plan.trainset)), *(str(e.get(k, "-")) for k in ESTIMATE_COLUMNS))
+        batch = f"{e.get('batch') or len(plan.trainset)}{'*' * bool(e.get('capped'))}"
+        table.add_row(plan.user_id, batch, *(str(e.get(k, "-")) for k in ESTIMATE_COLUMNS))
     console.print(table)
     for name, reason in skipped:
         console.print(f"[yellow]skipped[/yellow] {name}: {reason}")

@@ -1,4 +1,4 @@
-"""`persona-agent demo`: the offline demo on real HuffPost articles (authors as users)."""
+"""`persona-agent demo`: the whole loop on the shipped sample; `--data DIR`: the real-data demo (HuffPost authors)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,33 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from persona_agent.cli.common import app, console
+from persona_agent.cli.common import app, console, err, settings
 from persona_agent.core.errors import PersonaAgentError
-
-DEFAULT_DATA = Path("../shared/data")
 
 
 @app.command()
 def demo(
-    data: Annotated[Path, typer.Option(help="The shared data folder (see SOURCES.md there).")] = DEFAULT_DATA,
-    articles: Annotated[int, typer.Option(min=1, help="HuffPost articles to ingest.")] = 1000,
-    authors: Annotated[int, typer.Option(min=1, help="Authors to search for.")] = 3,
-    agent: Annotated[bool, typer.Option(help="Also run the persona agent with the LM (minutes offline).")] = True,
+    data: Annotated[
+        Path | None, typer.Option(help="Run the real-data demo on this folder's HuffPost articles instead.")
+    ] = None,
+    articles: Annotated[int, typer.Option(min=1, help="--data: HuffPost articles to ingest.")] = 1000,
+    authors: Annotated[int, typer.Option(min=1, help="--data: authors to search for.")] = 3,
+    agent: Annotated[bool, typer.Option(help="--data: also run the persona agent with the LM.")] = True,
     lm: Annotated[str | None, typer.Option(help="LM spec (default: the setting, 'local').")] = None,
 ) -> None:
-    """Run the offline demo on real HuffPost articles (authors as users)."""
-    from persona_agent.demo import run_demo
+    """The whole loop on the shipped sample, in <home>/demo (remade each run): ingest, profile, persona, answer,
+    compile, diff, answer again, MLflow, load and serve. With --data: the real-data demo (HuffPost authors)."""
+    if data is None:
+        from persona_agent.demo import run_sample_demo
+
+        try:
+            report = run_sample_demo(settings().home / "demo", lm=lm, console=console)
+        except PersonaAgentError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from None
+        console.print(f"Done in {report.seconds:.0f} s (by step: {report.step_seconds}); LM calls: {report.lm_calls}.")
+        return
+    from persona_agent.demo_huffpost import run_demo
 
     try:
         model = None

@@ -1,4 +1,4 @@
-"""Builders on a tiny fake data dir that mirrors ../shared/data's layout and raw formats (invented rows)."""
+"""Builders on a tiny fake data dir that mirrors the real data folder's layout and raw formats (invented rows)."""
 
 from __future__ import annotations
 

@@ -11,12 +11,19 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from persona_agent.core.errors import InvalidInputError
+from persona_agent.core.errors import DatasetFormatError, InvalidInputError
 from persona_agent.core.records import EvalUser, Item, user_key
 from persona_agent.core.tasks import LAMP_2M, LAMP_2N, LAMP_3, LAMP_4
 from persona_agent.evaluation.cli import eval_app
 from persona_agent.evaluation.moviekb import movie_documents, movie_knowledge_base
-from persona_agent.evaluation.plan import METHOD_SPECS, alignment_metric, parse_methods, task_setup
+from persona_agent.evaluation.plan import (
+    GROUPS,
+    METHOD_SPECS,
+    METHODS_BY_NAME,
+    alignment_metric,
+    parse_methods,
+    task_setup,
+)
 from persona_agent.evaluation.runner import RunConfig, alignment_examples, item_time, sample_users
 from persona_agent.signatures import TagMovie
 
@@ -50,7 +57,9 @@ def test_method_lists_and_groups():
     assert parse_methods("all", LAMP_2N) == tuple(m.name for m in METHOD_SPECS if m.name != "median")
     assert parse_methods("floors", LAMP_3) == ("majority", "nearest", "median")  # a median only for ratings
     assert parse_methods("rag, floors,rag", LAMP_2N) == ("majority", "nearest", "rag")
-    assert parse_methods("planned", LAMP_2N) == (
+    assert parse_methods("planned", LAMP_2N) == ("planned",)  # the method, not a group
+    assert not set(GROUPS) & set(METHODS_BY_NAME)
+    assert parse_methods("planned_mode", LAMP_2N) == (
         "vote",
         "planned_no_persona",
         "planned_no_memory",
@@ -206,3 +215,11 @@ def test_movie_knowledge_base_is_built_once(tmp_path, monkeypatch):
     with movie_knowledge_base(data, tmp_path / "cache", WordsEmbedder()) as again:
         assert len(again) == 3
     assert len(list((tmp_path / "cache").glob("movies-kb-*.duckdb"))) == 1
+
+
+def test_movie_documents_name_a_missing_column(tmp_path):
+    data = movie_data(tmp_path)
+    links = next(data.rglob("links.csv"))
+    links.write_text(links.read_text().replace("tmdbId", "tmdb"))
+    with pytest.raises(DatasetFormatError, match="tmdbId"):
+        movie_documents(data)

@@ -1,4 +1,5 @@
-"""The builders on the real public data in ../shared/data: counts in the ballpark SOURCES.md reports."""
+"""The builders on the real public data (the PERSONA_AGENT_DATA_DIR folder): counts in the ballpark its SOURCES.md
+reports. Skipped where the setting names no folder with the data."""
 
 from __future__ import annotations
 
@@ -6,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from persona_agent.core.config import Settings
 from persona_agent.evaluation.amazon import build_amazon_ratings
 from persona_agent.evaluation.huffpost import build_huffpost_categories, build_huffpost_headlines
 from persona_agent.evaluation.movielens import build_movielens_tags
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+DATA = Settings().data_dir or Path("/nonexistent")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (DATA / "SOURCES.md").is_file(), reason="the real data is not at ../shared/data")
+@pytest.mark.skipif(not (DATA / "SOURCES.md").is_file(), reason="PERSONA_AGENT_DATA_DIR names no data folder")
 def test_builders_on_real_data():
     news = build_huffpost_categories(DATA)
     headlines = build_huffpost_headlines(DATA)

@@ -18,7 +18,6 @@ from nbclient import NotebookClient
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_compile_track_serve.ipynb"
 LM_TAG = "lm"
-KERNEL = "persona-agent-tests"
 
 # A scripted LM for the notebook's request -> response agent: the agent searches memory once, then answers with a
 # headline if its persona asks for "at most four words" and with a long summary otherwise; the loss calls a long
@@ -91,16 +90,6 @@ def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     return [cell for cell in nb.cells if cell.cell_type == "code"]
 
 
-@pytest.fixture
-def kernel(tmp_path, monkeypatch) -> str:
-    """A kernel spec that runs this interpreter (not whichever `python` comes first on PATH)."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    write_kernel_spec(tmp_path / "jupyter" / "kernels" / KERNEL)
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    return KERNEL
-
-
 def run_notebook(nb: nbformat.NotebookNode, cwd: Path, kernel: str, timeout: int) -> dict:
     """Execute every code cell in order in a fresh kernel started in `cwd`; the outcome cell's JSON."""
     nb.cells.append(nbformat.v4.new_code_cell(OUTCOME_CELL))
@@ -145,6 +134,8 @@ def test_the_notebook_runs_end_to_end_with_a_scripted_lm(tmp_path, monkeypatch, 
     assert out["first"].startswith("In summary,")
     # ... the compile stayed within its estimate and budget, and every phase did its work
     assert out["estimate"] == {
+        "batch": 3,
+        "capped": False,
         "iterations": 1,
         "simulate": 6,
         "loss": 3,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.optimizers import PersonaAligner, trainset_from_store
+from persona_agent.optimizers.budget import BudgetTooSmallError
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.programs.persona import persona_sections
 from persona_agent.signatures import CategorizeArticle
@@ -159,16 +160,48 @@ def test_improve_takes_a_better_persona(store):
     assert compiled.persona.version == 1
 
 
-@pytest.mark.parametrize("limit", [1, 5, 12])
-def test_a_small_budget_stops_cleanly_within_it(store, limit):
+@pytest.mark.parametrize("limit", [1, 5, 6])
+def test_a_cap_below_one_round_is_refused_before_any_call(store, limit):
+    lm = ScriptedLM(script())
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=lm), pytest.raises(BudgetTooSmallError) as info:
+        PersonaAligner(n=3, max_lm_calls=limit).compile(agent_for(store), trainset=trainset)
+    # one example: 3 tool steps + the answer, its loss, the gradient and the update
+    assert info.value.field == "max_lm_calls" and info.value.minimum == 7 and "at least 7" in str(info.value)
+    assert lm.calls == []
+
+
+@pytest.mark.parametrize(("limit", "batch"), [(7, 1), (12, 2), (16, 2), (17, 3), (40, 3)])
+def test_a_cap_plans_the_batch_so_the_round_completes_an_update(store, limit, batch):
+    """Under the cap the batch shrinks until simulations, losses, gradient and update all fit; before, the
+    simulations spent the cap and nothing was learned."""
+    lm = ScriptedLM(script())
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    student = agent_for(store)
+    aligner = PersonaAligner(n=3, max_lm_calls=limit, num_threads=3)
+    estimate = aligner.estimate(trainset, student=student)
+    assert (estimate.batch, estimate.capped) == (batch, batch < 3) and estimate.max_lm_calls <= limit
+    with dspy.context(lm=lm):
+        compiled = aligner.compile(student, trainset=trainset)
+    trace = compiled.alignment_trace
+    assert trace["stop_reason"] == "completed" and len(lm.calls) <= limit
+    assert len(trace["iterations"][0]["examples"]) == batch and compiled.persona.text == NEW_PERSONA
+
+
+def test_a_cap_keeps_the_batch_then_drops_rounds(store):
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    estimate = PersonaAligner(n=3, iterations=3, max_lm_calls=40).estimate(trainset, student=agent_for(store))
+    assert (estimate.batch, estimate.iterations, estimate.max_lm_calls) == (3, 2, 34)
+
+
+def test_a_token_limit_stops_cleanly_within_it(store):
     lm = ScriptedLM(script())
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     student = agent_for(store)
     with dspy.context(lm=lm):
-        compiled = PersonaAligner(n=3, max_lm_calls=limit, num_threads=3).compile(student, trainset=trainset)
-    assert len(lm.calls) <= limit
+        compiled = PersonaAligner(n=3, max_tokens=1, num_threads=1).compile(student, trainset=trainset)
     trace = compiled.alignment_trace
-    assert trace["stop_reason"] == f"budget: max_lm_calls={limit}"
+    assert trace["stop_reason"] == "budget: max_tokens=1" and len(lm.calls) == 1
     assert compiled.persona == student.persona  # no update was reached: the persona so far
     assert trace["usage"]["calls"] == len(lm.calls)
 

@@ -90,8 +90,21 @@ def test_a_forget_during_a_compile_discards_its_result(workspace):
 
 def test_a_budget_stops_the_compile_and_is_reported(workspace):
     workspace.store.add("alice", history())
-    result = compile_user(workspace, "alice", CompileOptions(max_lm_calls=2))
-    assert result.stop_reason.startswith("budget") and result.usage["calls"] <= 2 and not result.changed
+    result = compile_user(workspace, "alice", CompileOptions(max_tokens=1))
+    # the batch's three simulations start in parallel; none goes on once the first call's tokens are counted
+    assert result.stop_reason == "budget: max_tokens=1" and result.usage["calls"] <= 3 and not result.changed
+
+
+def test_a_call_cap_is_planned_into_the_batch_or_refused_before_any_call(workspace):
+    workspace.store.add("alice", history())
+    with pytest.raises(InvalidInputError) as info:
+        plan_compile(workspace, "alice", CompileOptions(max_lm_calls=2))
+    # one example's round: 4 agent steps, its loss, the gradient and the update
+    assert info.value.field == "max_lm_calls" and "at least 7" in str(info.value)
+    plan = plan_compile(workspace, "alice", CompileOptions(n=3, max_lm_calls=8))
+    assert (plan.estimate["batch"], plan.estimate["capped"], plan.estimate["max_lm_calls"]) == (1, True, 7)
+    result = run_compile(workspace, plan)
+    assert (result.version, result.changed, result.stop_reason) == (1, True, "completed") and result.usage["calls"] <= 8
 
 
 def test_the_edit_update_mode_is_passed_to_the_aligner_and_logged(tracking_home, embedder, tmp_path):

@@ -1,56 +1,48 @@
-"""Marked real-model test: PersonaAgent answers one real HuffPost example offline with a valid label.
+"""Marked real-model test (in CI): PersonaAgent answers with the offline model in planned mode, one call.
 
-Reads ../shared/data (skipped where it is absent); the author's earlier articles form their memory,
-the latest is the query, answered with the memory cut off at its date.
+Uses the sample shipped in the package: a writer's earlier items form her memory, her latest is the query,
+answered with the memory cut off at its time. Checks the path issue 39 built on the real model: `auto` picks
+the planned mode, the answer is one call scored over the allowed labels from the model's log-probabilities.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from pathlib import Path
 
 import dspy
 import pytest
 
 from persona_agent.core.usage import track_usage
-from persona_agent.evaluation import build_huffpost_categories
+from persona_agent.demo import sample_path
 from persona_agent.lm.models import adapter_for, make_lm
 from persona_agent.programs import PersonaAgent, init_persona
 from persona_agent.signatures import LAMP_2N_CATEGORIES, CategorizeArticle
 from persona_agent.stores import MemoryStore
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 @pytest.mark.slow
 @pytest.mark.ci
-@pytest.mark.skipif(not (DATA / "huffpost-news").is_dir(), reason="needs ../shared/data")
-def test_persona_agent_answers_a_real_huffpost_example_offline(tmp_path, embedder):
-    dataset = build_huffpost_categories(DATA)
-    user = max(dataset.users, key=lambda u: len(u.history))  # the longest real history
-    query = user.queries[0]
+def test_persona_agent_answers_a_sample_item_offline_in_one_call(tmp_path, embedder):
+    rows = [json.loads(line) for line in sample_path().read_text().splitlines() if line.strip()]
+    history = sorted((r for r in rows if r["user_id"] == "grace"), key=lambda r: r["created_at"])
+    *earlier, query = history
+    lm = make_lm("local")
     with MemoryStore(tmp_path / "m.duckdb", embedder=embedder) as store:
-        store.add(
-            user.user_id,
-            [
-                {"query": it.input, "response": it.output, "created_at": it.timestamp}
-                for it in user.profile_before(query)
-            ],
-        )
+        store.add("grace", [{k: r[k] for k in ("query", "response", "created_at")} for r in earlier])
         agent = PersonaAgent(
             CategorizeArticle,
-            user_id=user.user_id,
+            user_id="grace",
             store=store,
-            persona=init_persona(user.user_id, "A news author; label new articles as they labelled similar ones."),
-            max_iters=1,
+            persona=init_persona("grace", "A news writer; label new articles as she labelled similar ones."),
             allow_updates=False,
         )
-        lm = make_lm("local")
         started = time.perf_counter()
         with track_usage() as usage, dspy.context(lm=lm, adapter=adapter_for(lm)):
-            out = agent(article=query.input, as_of=query.timestamp)
-    assert out.category in LAMP_2N_CATEGORIES
+            out = agent(article=query["query"], as_of=query["created_at"])
     report = usage.report()
-    assert 1 <= report.calls <= 2
-    print(f"\n{user.user_id}: gold={query.output} predicted={out.category} trajectory={out.trajectory}")
+    assert out.mode == "planned" and report.calls == 1
+    assert out.category in LAMP_2N_CATEGORIES
+    assert set(out.scores) <= set(LAMP_2N_CATEGORIES) and abs(sum(out.scores.values()) - 1) < 1e-6
+    print(f"\ngold={query['response']} predicted={out.category} top={max(out.scores, key=out.scores.get)}")
     print(f"LM calls={report.calls} tokens={report.total_tokens} seconds={time.perf_counter() - started:.1f}")

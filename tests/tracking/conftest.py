@@ -1,4 +1,4 @@
-"""Fixtures of the registry and tracking tests (see tests/support.py)."""
+"""Fixtures of the MLflow tracking, prompt registry and pyfunc tests (see tests/support.py)."""
 
 from tests.support import mlflow_template, tracking_home
 
