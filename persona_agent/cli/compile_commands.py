@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -51,9 +51,8 @@ def compile_command(
     total_tokens: Annotated[int | None, typer.Option(help="--all budget: tokens in total.")] = None,
     total_seconds: Annotated[float | None, typer.Option(help="--all budget: seconds in total.")] = None,
 ) -> None:
-    """Re-compile personas from users' latest interactions. Prints the estimate first, then runs. With --all,
-    users with new interactions are compiled concurrently (persona_agent.fanout, docs/scale.md), the driver
-    writing."""
+    """Re-compile personas from users' latest interactions, the estimate first. With --all, users with new
+    interactions are compiled concurrently (persona_agent.fanout, docs/scale.md), the driver writing."""
     from persona_agent.compiling import CompileOptions
 
     options = CompileOptions.parse(
@@ -71,23 +70,29 @@ def compile_command(
         register_model=register,
     )
     if all_users and user is None:
-        from persona_agent.fanout import Budget
-        from persona_agent.fanout_report import compile_everyone, report_table
-
-        budget = Budget(max_lm_calls=total_lm_calls, max_tokens=total_tokens, max_seconds=total_seconds)
-        with workspace(lm=lm, needs_lm=True) as ws:
-            report = compile_everyone(
-                ws, options, runner=runner, workers=workers, min_new=min_new, retries=retries, budget=budget
-            )
-            console.print(report_table(report))
-        if report.failed:
-            raise typer.Exit(1)
+        fanout = {"runner": runner, "workers": workers, "min_new": min_new, "retries": retries}
+        _compile_all(options, lm, fanout, (total_lm_calls, total_tokens, total_seconds))
         return
     with workspace(lm=lm, needs_lm=True) as ws:
         plans = _plans(ws, users_of(ws, user, all_users), options, all_users=all_users)
         failures = _run_plans(ws, plans)
         typer.echo(f"See the runs: mlflow ui --backend-store-uri {ws.settings.resolved_tracking_uri}")
     if failures:
+        raise typer.Exit(1)
+
+
+def _compile_all(
+    options: CompileOptions, lm: str | None, fanout: dict[str, Any], totals: tuple[int | None, int | None, float | None]
+) -> None:
+    """`compile --all`: the fan-out over the users with new interactions, under one total budget."""
+    from persona_agent.fanout import Budget
+    from persona_agent.fanout_report import compile_everyone, report_table
+
+    budget = Budget(max_lm_calls=totals[0], max_tokens=totals[1], max_seconds=totals[2])
+    with workspace(lm=lm, needs_lm=True) as ws:
+        report = compile_everyone(ws, options, budget=budget, **fanout)
+        console.print(report_table(report))
+    if report.failed:
         raise typer.Exit(1)
 
 
