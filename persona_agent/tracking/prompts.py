@@ -53,7 +53,8 @@ class PersonaPrompts:
                 "" if record.parent is None else f" of v{record.parent}"
             )
             version = self.client.create_prompt_version(name, record.text, description=description, tags=tags).version
-            self._prune(name)
+            if int(version) > self.keep:  # numbers only grow: at most `keep` versions exist until then
+                self._prune(name)
         return str(version)
 
     def set_live(self, record: PersonaRecord) -> str:
