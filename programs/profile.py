@@ -51,6 +51,26 @@ def clamp_words(text: str, max_words: int) -> str:
     return (cut[: end + 1] if end > len(cut) // 2 else cut).strip()
 
 
+def drop_repeated_sentences(text: str) -> str:
+    """Keep each sentence once (compared without case or spacing): a small model loops on a sentence until its
+    token cap, and a persona made from such a profile would repeat it to every predictor."""
+    seen: set[str] = set()
+    lines = []
+    for line in text.split("\n"):
+        if not line.strip():
+            lines.append("")
+            continue
+        kept = []
+        for sentence in re.split(r"(?<=[.!?])\s+", line.strip()):
+            key = " ".join(sentence.lower().split())
+            if key not in seen:
+                seen.add(key)
+                kept.append(sentence)
+        if kept:
+            lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
 class ProfileBuilder(dspy.Module):
     """Summarise episodic records into a profile.
 
@@ -87,7 +107,7 @@ class ProfileBuilder(dspy.Module):
         for sampled in (False, True):
             config = {"max_tokens": self.max_tokens, **(RESAMPLE if sampled else {})}
             out = yield Predict(self.summarize, {**inputs, "config": config})
-            profile = clamp_words(re.sub(r"\n{3,}", "\n\n", out.profile), self.max_words)
+            profile = clamp_words(drop_repeated_sentences(out.profile), self.max_words)
             # What the records or the existing profile already say is the user's, not an echo.
             echo = profile_prompt().find(profile, allowed=f"{records}\n{existing}")
             if echo is None:

@@ -133,3 +133,16 @@ def test_words_the_records_already_hold_are_not_an_echo(store):
         assert ProfileBuilder().build(store, "alice").text == quoting
     assert len(lm.calls) == 1
     assert profile_prompt().find(quoting) is not None  # without the records it would have been one
+
+
+def test_a_looping_summary_keeps_each_sentence_once(store):
+    """The offline model looped on its own sentences until the token cap (the demo's profile said one thing four
+    times); the stored profile says it once, lines and paragraphs kept."""
+    looping = (
+        "The user follows AI. They read about chips. They read about chips.\n\n"
+        "- Files tech stories under business.\n- files tech stories under  business.\nThey read about chips."
+    )
+    lm = ScriptedLM({"records, existing_profile, max_words -> profile": {"profile": looping}})
+    with dspy.context(lm=lm):
+        profile = ProfileBuilder().build(store, "alice")
+    assert profile.text == "The user follows AI. They read about chips.\n\n- Files tech stories under business."

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 
 import dspy
 import pytest
@@ -29,7 +30,13 @@ def test_persona_agent_answers_a_sample_item_offline_in_one_call(tmp_path, embed
     *earlier, query = history
     lm = make_lm("local")
     with MemoryStore(tmp_path / "m.duckdb", embedder=embedder) as store:
-        store.add("grace", [{k: r[k] for k in ("query", "response", "created_at")} for r in earlier])
+        store.add(
+            "grace",
+            [
+                {"query": r["query"], "response": r["response"], "created_at": datetime.fromisoformat(r["created_at"])}
+                for r in earlier
+            ],
+        )
         agent = PersonaAgent(
             CategorizeArticle,
             user_id="grace",
@@ -39,7 +46,7 @@ def test_persona_agent_answers_a_sample_item_offline_in_one_call(tmp_path, embed
         )
         started = time.perf_counter()
         with track_usage() as usage, dspy.context(lm=lm, adapter=adapter_for(lm)):
-            out = agent(article=query["query"], as_of=query["created_at"])
+            out = agent(article=query["query"], as_of=datetime.fromisoformat(query["created_at"]))
     report = usage.report()
     assert out.mode == "planned" and report.calls == 1
     assert out.category in LAMP_2N_CATEGORIES
