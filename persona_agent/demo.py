@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from persona_agent.answering import Answer
+from persona_agent.answering import Answer, answer_of
 from persona_agent.compiling import CompileOptions, CompileResult, plan_compile, run_compile
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError, ProfileEchoError
@@ -45,7 +45,7 @@ from persona_agent.service import create_app
 from persona_agent.service.auth import mint_token, token_secret
 from persona_agent.signatures.tasks import CategorizeArticle
 from persona_agent.stores.embeddings import Embedder
-from persona_agent.workspace import Workspace
+from persona_agent.workspace import Workspace, persona_of
 
 SAMPLE_FILE = "news.jsonl"
 MARKER = ".persona-agent-demo"
@@ -57,7 +57,18 @@ QUESTION = (
 # CPU. Its mode is "auto": planned (one answer call scored over the closed label set) on the offline model, the
 # direct call otherwise; the demo prints which. Another agent is this one argument (`DemoOptions.spec`).
 DEMO_SPEC = ProgramSpec(signature=CategorizeArticle, use_actions=False, allow_updates=False)
-STEPS = ("ingest", "profile", "initial persona", "answer", "compile", "diff", "answer again", "MLflow", "serve")
+STEPS = (
+    "ingest",
+    "profile",
+    "initial persona",
+    "answer",
+    "with memory",
+    "compile",
+    "diff",
+    "answer again",
+    "MLflow",
+    "serve",
+)
 
 
 class DemoServiceError(PersonaAgentError):
@@ -88,6 +99,7 @@ class DemoReport:
     profile: str | None = None
     persona_v0: str = ""
     before: Answer | None = None
+    with_memory: Answer | None = None  # v0 with the user's nearest past interactions as demos
     compiled: CompileResult | None = None
     diff: str = ""
     after: Answer | None = None
@@ -194,6 +206,23 @@ def answer(ws: Workspace, options: DemoOptions, label: str, view: DemoView) -> A
     return reply
 
 
+def answer_with_memory(ws: Workspace, options: DemoOptions, view: DemoView) -> Answer:
+    """The same question and persona with the user's memory: the planned agent searches it and shows the nearest
+    past interactions to the model as DSPy demos (earlier turns). The compile's program answers without memory,
+    so that the persona alone has something to learn."""
+    number = ws.live_version(options.user)
+    spec = replace(options.spec, use_actions=True, tools=("search_memory",))
+    agent = ws.factory.for_user(spec, options.user, persona_of(ws.registry.get(options.user, number)))
+    with track_usage() as meter, ws.lm_context():
+        prediction = agent(**ws.inputs_for(agent, options.question))
+    reply = answer_of(options.user, number, agent, prediction, meter)
+    view.print(
+        f"[bold]4b. with memory[/bold] (persona v{number}, {report_mode(ws, options)} mode, {agent.k} nearest past "
+        f"items shown): {escape(reply.text)}"
+    )
+    return reply
+
+
 def estimate_table(estimate: dict[str, Any]) -> Table:
     table = Table(title="Compile estimate (most LM calls, planned under the cap)", title_justify="left")
     keys = ("batch", "simulate", "loss", "gradient", "update", "max_lm_calls")
@@ -290,6 +319,9 @@ def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoRepor
         tools = "" if options.spec.use_actions and options.spec.tools else ", without memory tools: one answer call"
         view.print(f"   the new article: {escape(question)}\n   the agent answers in {report.mode} mode{tools}")
         report.before = answer(ws, options, "4. answer", view)
+    with view.step("with memory", "answering with v0 and the user's memory"):
+        if report.mode == "planned":  # memory as demos; a ReAct agent would spend several calls on its tools
+            report.with_memory = answer_with_memory(ws, options, view)
     with view.step("compile", f"compiling {user}'s persona (at most {options.max_lm_calls} LM calls)"):
         report.compiled = compile_persona(ws, options, view, report)
     with view.step("diff", "the persona diff"):
@@ -303,4 +335,6 @@ def _loop(ws: Workspace, options: DemoOptions, view: DemoView, report: DemoRepor
     with view.step("serve", "load_program, then the OpenAI-compatible app"):
         run_id = report.compiled.mlflow_run_id if report.compiled.changed else None  # else: the live v0
         load_and_serve(ws, options, run_id, view, report)
-    report.lm_calls["answers"] = sum(int(a.usage.get("calls", 0)) for a in (report.before, report.after) if a)
+    report.lm_calls["answers"] = sum(
+        int(a.usage.get("calls", 0)) for a in (report.before, report.with_memory, report.after) if a
+    )

@@ -44,8 +44,10 @@ def _migrated_mlflow(monkeypatch, mlflow_template):
 def demo_lm(answer: str = ANSWER) -> ScriptedLM:
     """Answers `business` once the persona says so, else what a generic reader says of an AI story."""
 
-    def category(call):
-        return {"category": "business" if TASTE in call.messages[0]["content"] else "science & technology"}
+    def category(call):  # like the model: the persona's taste, or the label its demos (earlier turns) show
+        copied = [m["content"] for m in call.messages[1:-1] if m["role"] == "assistant"]
+        business = TASTE in call.messages[0]["content"] or copied.count("business") > len(copied) / 2
+        return {"category": "business" if business else "science & technology"}
 
     return ScriptedLM(
         {
@@ -90,7 +92,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path, embedder):
     assert report.served["object"] == "chat.completion" and report.served["system_fingerprint"] == "ada@v1"
     assert report.served["choices"][0]["message"]["content"] == "business"
     # profile 1, two answers, compile (2 simulations, 2 losses, gradient, edit), loaded 1, served 1
-    assert len(lm.calls) == 1 + 2 + 6 + 1 + 1
+    assert len(lm.calls) == 1 + 2 + 6 + 1 + 1 and report.with_memory is None  # memory as demos: planned mode
     assert report.lm_calls == {"profile": 1, "compile": 6, "loaded": 1, "answers": 2}
 
 
@@ -100,14 +102,16 @@ def test_the_demo_in_planned_mode_learns_a_v1_that_changes_the_answer(tmp_path, 
     options = DemoOptions(spec=dataclasses.replace(demo.DEMO_SPEC, mode="planned"))
     console = Console(record=True, width=200)
     report = run_sample_demo(tmp_path / "demo", lm=lm, embedder=embedder, options=options, console=console)
-    assert report.mode == "planned" and "the agent answers in planned mode" in console.export_text()
+    assert report.mode == "planned" and "the agent answers in planned mode" in console.export_text(clear=False)
     compiled = report.compiled
     assert (compiled.version, compiled.changed, compiled.stop_reason) == (1, True, "completed")
     assert f"+- {TASTE}" in report.diff
     assert (report.before.text, report.after.text, report.loaded) == ("science & technology", "business", "business")
+    assert report.with_memory.text == "business"  # v0 with ada's nearest past items (all business) as demos
+    assert "4b. with memory (persona v0, planned mode, 5 nearest past items shown): business" in console.export_text()
     assert report.served["choices"][0]["message"]["content"] == "business"
     assert PLANNED_ANSWER in {c.spec for c in lm.calls} and ANSWER not in {c.spec for c in lm.calls}
-    assert report.lm_calls == {"profile": 1, "compile": 6, "loaded": 1, "answers": 2}
+    assert report.lm_calls == {"profile": 1, "compile": 6, "loaded": 1, "answers": 3}
 
 
 def test_the_cli_demo_runs_twice_in_its_own_home(monkeypatch, embedder, tmp_path):
