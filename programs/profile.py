@@ -71,16 +71,6 @@ def drop_repeated_sentences(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def drop_unfinished_sentence(text: str) -> str:
-    """Cut a sentence the token cap broke off mid-way (prose whose last line ends without punctuation after an
-    earlier sentence end); list items and single-sentence lines stand as they are."""
-    head, _, last = text.rpartition("\n")
-    end = max(last.rfind(". "), last.rfind("! "), last.rfind("? "))
-    if last.rstrip().endswith((".", "!", "?", ")", '"', "'")) or last.lstrip().startswith(("-", "*")) or end < 0:
-        return text
-    return (f"{head}\n" if head else "") + last[: end + 1]
-
-
 class ProfileBuilder(dspy.Module):
     """Summarise episodic records into a profile.
 
@@ -117,7 +107,7 @@ class ProfileBuilder(dspy.Module):
         for sampled in (False, True):
             config = {"max_tokens": self.max_tokens, **(RESAMPLE if sampled else {})}
             out = yield Predict(self.summarize, {**inputs, "config": config})
-            profile = clamp_words(drop_unfinished_sentence(drop_repeated_sentences(out.profile)), self.max_words)
+            profile = clamp_words(drop_repeated_sentences(out.profile), self.max_words)
             # What the records or the existing profile already say is the user's, not an echo.
             echo = profile_prompt().find(profile, allowed=f"{records}\n{existing}")
             if echo is None:

@@ -146,11 +146,3 @@ def test_a_looping_summary_keeps_each_sentence_once(store):
     with dspy.context(lm=lm):
         profile = ProfileBuilder().build(store, "alice")
     assert profile.text == "The user follows AI. They read about chips.\n\n- Files tech stories under business."
-
-
-def test_a_sentence_the_token_cap_broke_off_is_dropped(store):
-    cut = "The user follows AI. They file chip stories under business. They are interested in new AI models that"
-    lm = ScriptedLM({"records, existing_profile, max_words -> profile": {"profile": cut}})
-    with dspy.context(lm=lm):
-        profile = ProfileBuilder().build(store, "alice")
-    assert profile.text == "The user follows AI. They file chip stories under business."
