@@ -19,6 +19,7 @@ from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.labels import LAMP_2N_CATEGORIES
 from persona_agent.demo import MARKER, DemoOptions, fresh_home, run_sample_demo, sample_path
 from persona_agent.testing import ScriptedLM
+from persona_agent.tracking.names import prompt_name
 from tests.support import GRADIENT, LOSS, PROFILE
 
 ANSWER = "article, trajectory -> category"
@@ -140,18 +141,25 @@ def test_the_demo_never_removes_a_folder_it_did_not_make(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_the_demo_with_the_offline_model(tmp_path, embedder, capsys):
-    """The figures the README states: LM calls by step and wall time on this machine (run it to measure)."""
+    """The demo on the offline model (in CI): a v1 that differs from v0, its MLflow run with the persona, the
+    prompt's live alias on it, answers before and after; prints the figures the README states."""
     pytest.importorskip("xllamacpp")
     report = run_sample_demo(tmp_path / "demo", lm="local", embedder=embedder)
     assert report.mode == "planned"  # `auto` on the offline model
-    assert not report.compiled.stop_reason.startswith("budget"), report.compiled.stop_reason
-    assert report.compiled.usage["calls"] <= DemoOptions().max_lm_calls and report.served["choices"]
-    assert report.before.text and report.after.text and report.loaded
+    compiled = report.compiled
+    assert (compiled.version, compiled.changed) == (1, True) and report.diff.count("\n+") >= 1, compiled.stop_reason
+    assert compiled.usage["calls"] <= DemoOptions().max_lm_calls and report.served["choices"]
+    assert {"persona.md", "program.json"} <= set(report.artifacts)
+    client = MlflowClient(tracking_uri=f"sqlite:///{report.home.resolve()}/mlflow.db")
+    assert client.get_prompt_version_by_alias(prompt_name("ada"), "live").tags["persona_version"] == "1"
+    assert report.before.text and report.with_memory.text and report.after.text and report.loaded
     with capsys.disabled():
         print(
             f"\ndemo ({report.mode} mode): {report.seconds} s, by step {report.step_seconds}, LM calls {report.lm_calls}"
         )
         print(
-            f"v{report.compiled.version} changed={report.compiled.changed}: {report.before.text} -> {report.after.text}"
+            f"v{compiled.version} changed={compiled.changed}: {report.before.text} -> {report.after.text}"
+            f" (with memory: {report.with_memory.text})"
         )
