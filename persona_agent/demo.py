@@ -30,7 +30,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from persona_agent.answering import Answer, answer_of
+from persona_agent.answering import Answer
 from persona_agent.compiling import CompileOptions, CompileResult, plan_compile, run_compile
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, PersonaAgentError, ProfileEchoError
@@ -213,9 +213,7 @@ def answer_with_memory(ws: Workspace, options: DemoOptions, view: DemoView) -> A
     number = ws.live_version(options.user)
     spec = replace(options.spec, use_actions=True, tools=("search_memory",))
     agent = ws.factory.for_user(spec, options.user, persona_of(ws.registry.get(options.user, number)))
-    with track_usage() as meter, ws.lm_context():
-        prediction = agent(**ws.inputs_for(agent, options.question))
-    reply = answer_of(options.user, number, agent, prediction, meter)
+    reply = ws.answer_with(agent, number, options.question)
     view.print(
         f"[bold]4b. with memory[/bold] (persona v{number}, {report_mode(ws, options)} mode, {agent.k} nearest past "
         f"items shown): {escape(reply.text)}"

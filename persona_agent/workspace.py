@@ -236,10 +236,15 @@ class Workspace(VersionLifecycle):
     def respond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """Answer with the user's live persona (or `version`)."""
         agent, number = self.program(user_id, version)
+        return self.answer_with(agent, number, inputs)
+
+    def answer_with(self, agent: PersonaAgent, number: int, inputs: Mapping[str, Any] | str) -> Answer:
+        """Answer with a given agent of version `number` (e.g. the live persona under another program spec),
+        metered, under the workspace's LM."""
         inputs = self.inputs_for(agent, inputs)
         with track_usage() as meter, self.lm_context():
             prediction = agent(**inputs)
-        return answer_of(user_id, number, agent, prediction, meter)
+        return answer_of(agent.user_id, number, agent, prediction, meter)
 
     async def arespond(self, user_id: str, inputs: Mapping[str, Any] | str, *, version: VersionRef = None) -> Answer:
         """`respond` for an event loop: a cached program answers without blocking; an uncached one is loaded in
