@@ -25,7 +25,7 @@ from dspy.teleprompt import Teleprompter
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.core.usage import track_usage
 from persona_agent.optimizers.budget import Budget, BudgetExhaustedError, CallPlan, fit_calls
-from persona_agent.optimizers.evidence_fit import acceptance_key, evidence_records, fit_weights
+from persona_agent.optimizers.evidence_fit import MIN_RECORDS, acceptance_key, evidence_records, fit_weights
 from persona_agent.optimizers.guard import PersonaGuard
 from persona_agent.optimizers.simulation import (
     Metric,
@@ -98,8 +98,9 @@ class PersonaAligner(Teleprompter):
         n: how many of the user's latest interactions form the batch (the paper's n = 3).
         iterations: simulate -> loss -> gradient -> update rounds (the paper: gains plateau after ~3).
         accept: "always" takes every update (the paper); "improve" keeps an update only if it scores
-            strictly higher on `valset` (interactions it did not learn from; else the batch), by the metric
-            and then by the probability planned answers give the truth; a tie keeps the current persona.
+            strictly higher on `valset` (interactions it did not learn from; else the batch) by the metric; a
+            tie keeps the current persona (a finer signal, such as the probability planned answers give the
+            truth, moved personas on noise in dev runs).
         sim_lm / critic_lm: LMs for simulation and for loss/gradient/update (default: the configured LM).
         max_persona_chars: the persona's length cap.
         update: "rewrite" has the LM write the whole new persona (the paper's step); "edit" asks only
@@ -108,7 +109,8 @@ class PersonaAligner(Teleprompter):
         max_lm_calls / max_tokens / max_seconds: the compile's budget.
         num_threads: parallel simulations.
         fit_evidence: for a planned-mode agent over a closed label set, also fit the user's evidence
-            weights on the final persona's simulated answers (valset, else batch), at no extra LM call.
+            weights on the final persona's simulated answers (valset, else batch), at no extra LM call;
+            adopted only if leave-one-out over at least `min_fit_records` of them beats the current weights.
     """
 
     def __init__(
@@ -127,9 +129,12 @@ class PersonaAligner(Teleprompter):
         max_seconds: float | None = None,
         num_threads: int = 4,
         fit_evidence: bool = True,
+        min_fit_records: int = MIN_RECORDS,
     ) -> None:
         super().__init__()
         self.fit_evidence = fit_evidence
+        validate_k(min_fit_records, "min_fit_records")
+        self.min_fit_records = min_fit_records
         for name, value in (("n", n), ("iterations", iterations), ("max_persona_chars", max_persona_chars)):
             validate_k(value, name)
         if accept not in ("always", "improve"):
@@ -239,7 +244,7 @@ class PersonaAligner(Teleprompter):
             new_key = self._key(run, evaluated)
             old_key = run.val_key if held_out else self._key(run, step["examples"])
             step["candidate_metric"] = new_key[0] if new_key is not None else None
-            step["accepted"] = new_key is not None and old_key is not None and new_key > old_key
+            step["accepted"] = new_key is not None and old_key is not None and new_key[0] > old_key[0]
             if step["accepted"]:
                 if held_out:
                     run.val_key, run.val_records = new_key, evaluated
@@ -267,7 +272,7 @@ class PersonaAligner(Teleprompter):
         pairs = evidence_records(self._final_records(run) or [], run.output)
         if not pairs:
             return compiled, None
-        fit = fit_weights(pairs, compiled.evidence_weights)
+        fit = fit_weights(pairs, compiled.evidence_weights, min_records=self.min_fit_records)
         return compiled.with_evidence_weights(fit.weights), fit.to_dict()
 
     # -- compile ------------------------------------------------------------------------------------
@@ -336,6 +341,7 @@ class PersonaAligner(Teleprompter):
             "budget": jsonable(self.budget.__dict__),
             "metric": getattr(metric, "__name__", None),
             "fit_evidence": self.fit_evidence,
+            "min_fit_records": self.min_fit_records,
         }
 
 

@@ -12,7 +12,7 @@ from persona_agent.programs.evidence import Evidence, EvidenceWeights
 from persona_agent.signatures import CategorizeArticle
 from persona_agent.testing import ScriptedLM
 from tests.optimizers.test_persona_aligner import ANSWER, GRADIENT, LOSS, NEW_PERSONA, REACT, UPDATE, agent_for
-from tests.programs.test_planned import fake_lm
+from tests.programs.test_planned import LogprobEngine, fake_lm
 
 LABELS = ("politics", "sports", "travel")
 
@@ -25,23 +25,47 @@ def evidence(lm: str, vote: str, prior: str) -> Evidence:
 
 
 def test_fit_moves_to_the_evidence_that_predicts_this_user():
-    records = [(evidence("politics", "sports", "travel"), "sports")] * 3 + [
+    records = [(evidence("politics", "sports", "travel"), "sports")] * 6 + [
         (evidence("travel", "travel", "sports"), "travel")
     ]
     fit = fit_weights(records, EvidenceWeights())
-    assert fit.weights.vote > fit.weights.lm > 0 and fit.score == 1.0 and fit.baseline_score == 0.25
+    assert fit.adopted and fit.cv_score == 1.0
+    assert fit.weights.vote > fit.weights.lm > 0 and fit.score == 1.0 and fit.baseline_score == 1 / 7
     floor = fit_weights(records, EvidenceWeights(), use_lm=False)
     assert floor.weights.lm == 0 and floor.score == 1.0
 
 
+def test_a_fit_on_too_few_records_keeps_the_current_weights():
+    """One to three records let the grid fit anything (dev runs: such fits moved answers the wrong way)."""
+    records = [(evidence("politics", "sports", "travel"), "sports")] * 3
+    fit = fit_weights(records, EvidenceWeights())
+    assert fit.proposed.vote > 0 and fit.score == 1.0  # the grid found weights that fit these three...
+    assert not fit.adopted and fit.weights == EvidenceWeights() and fit.cv_score is None  # ...and they stay unused
+    assert fit_weights(records, EvidenceWeights(), min_records=3).adopted
+
+
+def test_a_fit_that_does_not_survive_leave_one_out_keeps_the_current_weights():
+    """Each source is right on exactly one pattern: any weights fitted on the rest miss the record left out."""
+    records = [
+        (evidence("politics", "sports", "travel"), "politics"),
+        (evidence("politics", "sports", "travel"), "sports"),
+        (evidence("politics", "sports", "travel"), "travel"),
+    ] * 2
+    fit = fit_weights(records, EvidenceWeights())
+    assert fit.cv_score is not None and fit.cv_score <= fit.baseline_score
+    assert not fit.adopted and fit.weights == EvidenceWeights()
+
+
 def test_fit_drops_the_evidence_that_misleads_and_keeps_ties_at_the_current_weights():
-    records = [(evidence("sports", "travel", "politics"), "sports")] * 2
-    fit = fit_weights(records, EvidenceWeights(lm=1.0, vote=0.5, prior=0.5))
-    assert fit.weights.lm > 0 and fit.weights.vote == fit.weights.prior == 0
+    records = [(evidence("sports", "travel", "politics"), "sports")] * 6
+    current = EvidenceWeights(lm=1.0, vote=0.5, prior=0.5)
+    fit = fit_weights(records, current)
+    assert fit.proposed.lm > 0 and fit.proposed.vote == fit.proposed.prior == 0  # the truth's probability says so
+    assert not fit.adopted and fit.weights == current  # but the current weights already answer every record
     # no LM, and memory says nothing either way: the current weights stay
     flat = Evidence(LABELS, dict.fromkeys(LABELS, 1 / 3), dict.fromkeys(LABELS, 1 / 3), dict.fromkeys(LABELS, 1 / 3))
     current = EvidenceWeights(lm=0.0, vote=1.0, prior=0.5)
-    assert fit_weights([(flat, "sports")], current, use_lm=False).weights == current
+    assert fit_weights([(flat, "sports")] * 6, current, use_lm=False).weights == current
     with pytest.raises(ValueError):
         fit_weights([], current)
 
@@ -95,12 +119,50 @@ def test_planned_compile_fits_the_weights_into_the_saved_state(store):
     )
     trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
     with dspy.context(lm=lm):
-        compiled = PersonaAligner(n=3, accept="improve", critic_lm=critic, num_threads=1).compile(
+        compiled = PersonaAligner(n=3, accept="improve", critic_lm=critic, num_threads=1, min_fit_records=3).compile(
             student, trainset=trainset
         )
     fit = compiled.alignment_trace["evidence_fit"]
-    assert fit["score"] > fit["baseline_score"]
+    assert fit["adopted"] and fit["cv_score"] > fit["baseline_score"]
     assert compiled.evidence_weights.vote + compiled.evidence_weights.prior > 0
     assert compiled.dump_state()["persona_agent"]["evidence_weights"] == compiled.evidence_weights.to_dict()
     assert student.evidence_weights == EvidenceWeights()  # the student is untouched
     assert len(engine.requests) == 6  # the batch, then the candidate on the batch: one call per answer
+
+
+class PersonaSensitiveEngine(LogprobEngine):
+    """Politics either way; the new persona only moves some probability towards the truth."""
+
+    def complete(self, request):
+        text = str(request.system)
+        self.top = {"politics": 0.6, "culture": 0.4} if "museums" in text else {"politics": 0.9, "culture": 0.1}
+        return super().complete(request)
+
+
+def test_an_update_that_only_raises_the_truths_probability_is_not_kept(store):
+    """Accept-if-better is by the metric: the same wrong answers with a likelier truth do not change a persona."""
+    engine = PersonaSensitiveEngine("politics", None)
+    critic = ScriptedLM(
+        {
+            LOSS: {"matches": False, "critique": "The user files art under culture & arts."},
+            GRADIENT: {"gradient": "- add: museums"},
+            UPDATE: {"new_persona": NEW_PERSONA},
+        }
+    )
+    student = PersonaAgent(
+        CategorizeArticle,
+        user_id="alice",
+        store=store,
+        persona=init_persona("alice", "Writes about politics."),
+        mode="planned",
+        k=3,
+        allow_updates=False,
+    )
+    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    with dspy.context(lm=dspy.LM("fake/model", engine=engine, cache=False)):
+        compiled = PersonaAligner(n=3, accept="improve", critic_lm=critic, num_threads=1, fit_evidence=False).compile(
+            student, trainset=trainset
+        )
+    step = compiled.alignment_trace["iterations"][0]
+    assert step["proposed_persona"] == NEW_PERSONA and step["candidate_metric"] == step["metric"]
+    assert step["accepted"] is False and compiled.persona.version == 0
