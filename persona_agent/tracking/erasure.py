@@ -45,6 +45,7 @@ def vacuum_sqlite(tracking_uri: str) -> None:
     if database is not None:
         with contextlib.closing(sqlite3.connect(database, timeout=60)) as con:
             con.execute("VACUUM")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # in WAL mode: no deleted page stays in -wal
 
 
 def sqlite_file(uri: str) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,29 +39,50 @@ class PersonaPrompts:
     def __init__(self, client: Any, keep: int) -> None:
         self.client = client
         self.keep = keep
+        # What this process registered, so a compile's commit does not look it up again (each prompt call is
+        # several registry queries): prompts known to exist, and per prompt the newest (persona version,
+        # prompt version) added. Both are dropped when a call finds them stale and on `forget`.
+        self._lock = threading.Lock()
+        self._exists: set[str] = set()
+        self._added: dict[str, tuple[int, str]] = {}
 
     def add(self, record: PersonaRecord, *, check: str | None = None) -> str:
         """A new prompt version for this persona version (the prompt is made on its first version); returns its
         number. The oldest versions beyond `keep` are then deleted, except the live one."""
         name = prompt_name(record.user_id)
         tags = _tags(record, check)
+        description = f"{record.source} v{record.version}" + ("" if record.parent is None else f" of v{record.parent}")
         with _mlflow_errors(f"cannot register the prompt {name}"):
-            if self.client.get_prompt(name) is None:
+            if name not in self._exists and self.client.get_prompt(name) is None:
                 self.client.create_prompt(
                     name, description=f"persona of {record.user_id}", tags={"user_id": record.user_id}
                 )
-            description = f"{record.source} v{record.version}" + (
-                "" if record.parent is None else f" of v{record.parent}"
-            )
-            version = self.client.create_prompt_version(name, record.text, description=description, tags=tags).version
+            try:
+                version = self.client.create_prompt_version(name, record.text, description=description, tags=tags)
+            except Exception:
+                if name not in self._exists:
+                    raise
+                self._forget_memo(name)  # deleted behind this process's back: make it again
+                return self.add(record, check=check)
+            version = str(version.version)
+            with self._lock:
+                self._exists.add(name)
+                self._added[name] = (record.version, version)
             if int(version) > self.keep:  # numbers only grow: at most `keep` versions exist until then
                 self._prune(name)
-        return str(version)
+        return version
 
     def set_live(self, record: PersonaRecord) -> str:
         """Point `persona.<user>@live` at this persona version, registering it first when it has no prompt version
         (never registered, or deleted by retention); returns the prompt version."""
         name = prompt_name(record.user_id)
+        added = self._added.get(name)
+        if added is not None and added[0] == record.version:  # just registered by this process: no lookup
+            try:
+                self.client.set_prompt_alias(name, LIVE, int(added[1]))
+                return added[1]
+            except Exception:
+                self._forget_memo(name)  # changed behind this process's back: look it up
         current = self._aliased(name)
         if current is not None and current.tags.get("persona_version") == str(record.version):
             return str(current.version)
@@ -98,6 +120,7 @@ class PersonaPrompts:
     def forget(self, user_id: str) -> int:
         """Delete the user's prompt with every version; returns how many versions there were."""
         name = prompt_name(user_id)
+        self._forget_memo(name)
         with _mlflow_errors(f"cannot delete the prompt {name}"):
             if self.client.get_prompt(name) is None:
                 return 0
@@ -106,6 +129,11 @@ class PersonaPrompts:
         return count
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _forget_memo(self, name: str) -> None:
+        with self._lock:
+            self._exists.discard(name)
+            self._added.pop(name, None)
 
     def _aliased(self, name: str) -> Any:
         from mlflow.exceptions import MlflowException

@@ -29,9 +29,10 @@ from urllib.parse import urlparse
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError, TrackingError
 from persona_agent.stores.personas import PersonaRecord
-from persona_agent.tracking.erasure import delete_runs, vacuum_sqlite
+from persona_agent.tracking.erasure import delete_runs, sqlite_file, vacuum_sqlite
 from persona_agent.tracking.names import model_name
 from persona_agent.tracking.prompts import PersonaPrompts, is_prompt_ref
+from persona_agent.tracking.sqlite import use_wal
 
 CHAMPION = "champion"
 PROGRAM_FILE = "program.json"
@@ -75,8 +76,11 @@ class Tracker:
                     from mlflow import MlflowClient
 
                     parsed = urlparse(self.tracking_uri)
+                    database = sqlite_file(self.tracking_uri)
                     if parsed.scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
                         Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+                    if database is not None:
+                        use_wal(database)  # before MLflow's engine opens a connection (`tracking.sqlite`)
                     self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
@@ -146,12 +150,12 @@ class Tracker:
             metrics = [Metric(k, v, 0, step) for k, v, step in _metrics(trace, record)]
             plain = [Param(k, str(v)[:_MAX_PARAM]) for k, v in sorted((params or {}).items()) if v is not None]
             client.log_batch(run_id, metrics=metrics, params=plain, tags=[RunTag("persona_agent.format", "1")])
-            client.log_text(run_id, record.text, "persona.md")
-            client.log_text(run_id, diff, "persona.diff")
+            files: dict[str, str] = {"persona.md": record.text, "persona.diff": diff}
             if document is not None:
-                client.log_dict(run_id, dict(document), PROGRAM_FILE)
+                files[PROGRAM_FILE] = json.dumps(dict(document), indent=2, default=str)
             if trace is not None:
-                client.log_dict(run_id, dict(trace), "alignment_trace.json")
+                files["alignment_trace.json"] = json.dumps(dict(trace), indent=2, default=str)
+            _log_files(client, run_id, files)
             if register_model and document is not None:
                 self._log_model(run_id, document)
             client.set_terminated(run_id, "FINISHED")
@@ -362,3 +366,12 @@ def _metrics(trace: Mapping[str, Any] | None, record: PersonaRecord) -> list[tup
         if isinstance(value, int | float) and not isinstance(value, bool):
             out.append((f"score_{key}", float(value), 0))
     return out
+
+
+def _log_files(client: Any, run_id: str, files: Mapping[str, str]) -> None:
+    """The run's text artifacts in one `log_artifacts` call (one artifact-store round trip, not one per file:
+    the driver of a fan-out logs them for every user)."""
+    with tempfile.TemporaryDirectory(prefix="persona-run-") as tmp:
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text, encoding="utf-8")
+        client.log_artifacts(run_id, tmp)

@@ -34,15 +34,15 @@ DIES_IN_LOGGING = textwrap.dedent(
     ws = Workspace(lm=ScriptedLM(persona_script()))
     ws.store.add("alice", history())
     client = ws.tracker.client
-    log_dict = client.log_dict
+    log_artifacts = client.log_artifacts
 
-    def log_dict_then_die(run_id, dictionary, artifact_file):
-        if artifact_file == "program.json" and client.get_run(run_id).data.tags["persona_version"] == "1":
+    def log_artifacts_then_die(run_id, local_dir, artifact_path=None):
+        if client.get_run(run_id).data.tags["persona_version"] == "1":
             print("dying", run_id, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
-        return log_dict(run_id, dictionary, artifact_file)
+        return log_artifacts(run_id, local_dir, artifact_path)
 
-    client.log_dict = log_dict_then_die
+    client.log_artifacts = log_artifacts_then_die
     compile_user(ws, "alice", CompileOptions())
     """
 )
@@ -93,15 +93,15 @@ def test_runs_and_versions_this_process_is_logging_are_left_alone(tracking_home,
         ws.store.add("alice", history())
         ws.reconcile()  # MLflow open: a reconcile now only sees what the compile below makes
         client = ws.tracker.client
-        log_text, inside, release = client.log_text, threading.Event(), threading.Event()
+        log_artifacts, inside, release = client.log_artifacts, threading.Event(), threading.Event()
 
-        def log_text_and_wait(run_id, text, artifact_file):
+        def log_artifacts_and_wait(run_id, local_dir, artifact_path=None):
             if client.get_run(run_id).data.tags["persona_version"] == "1":  # not v0's run, logged first
                 inside.set()
                 assert release.wait(30)
-            return log_text(run_id, text, artifact_file)
+            return log_artifacts(run_id, local_dir, artifact_path)
 
-        client.log_text = log_text_and_wait
+        client.log_artifacts = log_artifacts_and_wait
         results = []
         compiling = threading.Thread(target=lambda: results.append(compile_user(ws, "alice", CompileOptions())))
         compiling.start()
@@ -111,7 +111,7 @@ def test_runs_and_versions_this_process_is_logging_are_left_alone(tracking_home,
         assert sorted(r.info.status for r in _runs(ws).values()) == ["FINISHED", "RUNNING"]
         release.set()
         compiling.join()
-        client.log_text = log_text
+        client.log_artifacts = log_artifacts
         assert results[0].mlflow_run_id == ws.registry.get("alice", 1).mlflow_run_id
         assert [r.info.status for r in _runs(ws).values()] == ["FINISHED", "FINISHED"]
     finally:

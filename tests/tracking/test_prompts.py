@@ -98,3 +98,22 @@ def test_no_prompts_when_retention_is_zero(tracking_home, embedder):
 def test_prompt_and_model_names_never_collide(user_id):
     assert prompt_name(user_id).startswith("persona.") and model_name(user_id).startswith("persona-")
     assert prompt_name(user_id)[len("persona.") :] == model_name(user_id)[len("persona-") :]
+
+
+def test_a_compile_moves_the_live_alias_without_searching_and_recovers_from_outside_deletes(workspace, monkeypatch):
+    """The commit remembers the prompt version it just registered (no search of every version, no lookup of
+    the prompt); a prompt deleted behind the process's back is made again."""
+    client = workspace.tracker.client
+    calls: list[str] = []
+    for name in ("search_prompt_versions", "get_prompt", "get_prompt_version_by_alias"):
+        original = getattr(client, name)
+        monkeypatch.setattr(client, name, lambda *a, _o=original, _n=name, **k: (calls.append(_n), _o(*a, **k))[1])
+    result = compile_user(workspace, "alice", CompileOptions(n=3, iterations=1))
+    assert result.version == 1 and _live(workspace).tags["persona_version"] == "1"
+    assert calls.count("search_prompt_versions") == 0 and calls.count("get_prompt") == 1  # v0 made the prompt
+
+    client.delete_prompt(NAME)  # e.g. from the MLflow UI
+    calls.clear()
+    workspace.rollback("alice", 0)
+    live = _live(workspace)
+    assert live.tags["persona_version"] == "2" and live.template == workspace.registry.get("alice", 2).text

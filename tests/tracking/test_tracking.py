@@ -150,3 +150,13 @@ def test_a_strategy_persona_check_becomes_a_searchable_tag(workspace):
         [workspace.tracker.experiment_id], filter_string="tags.persona_check != 'ok'"
     )
     assert [r.info.run_id for r in found] == [flagged]
+
+
+def test_the_sqlite_tracking_store_commits_through_a_write_ahead_log(workspace, tracking_home):
+    """A version's run is ~60 sqlite commits: in WAL mode with synchronous=NORMAL they do not each sync the
+    file; a new connection (another process, `mlflow ui`) sees every committed run."""
+    result = compile_user(workspace, "alice", CompileOptions(n=3, iterations=1))
+    database = tracking_home / "mlflow.db"
+    with sqlite3.connect(database) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("SELECT count(*) FROM runs WHERE run_uuid = ?", (result.mlflow_run_id,)).fetchone()[0] == 1
