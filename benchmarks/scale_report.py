@@ -85,12 +85,16 @@ def projection(result: dict[str, Any]) -> dict[str, Any]:
 def scaling_table(result: dict[str, Any]) -> str:
     head = (
         "| runner | workers | users | workers only: users/min | speedup | efficiency "
-        "| end to end: users/min | speedup | efficiency | driver commits/s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| end to end: users/min | speedup | efficiency | driver commits/s "
+        "| re-compile: users/min | speedup | driver commits/s |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     rows = [
         f"| {r['runner']} | {r['workers']} | {r['users']} | {r['workers_only_per_minute']} | {r['workers_speedup']}x "
         f"| {r['workers_efficiency']:.0%} | {r['users_per_minute']} | {r['speedup']}x | {r['efficiency']:.0%} "
-        f"| {r['driver_commits_per_second']} |"
+        f"| {r['driver_commits_per_second']} | {r.get('recompile_users_per_minute', '-')} "
+        f"| {str(r['recompile_speedup']) + 'x' if 'recompile_speedup' in r else '-'} "
+        f"| {r.get('recompile_commits_per_second', '-')} |"
         for r in result["runs"]
     ]
     return "\n".join([head, *rows])
