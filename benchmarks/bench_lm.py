@@ -6,7 +6,10 @@ Writes benchmarks/results/bench_lm.json. Run: python benchmarks/bench_lm.py [--a
 - prefix KV reuse: the same DSPy calls with the prompt cache on and off in one run, and the ratio;
 - accuracy of JSONAdapter, ChatAdapter and LeanJSONAdapter on a 15-label news classification
   (HuffPost articles whose category is one of LaMP-2N's labels, one to two per label);
-- the installed size of the `local` extra and (with --assemble) a fresh GGUF assembly time.
+- the installed size of the `local` extra and (with --assemble) a fresh GGUF assembly time;
+- calls/s and tokens/s with one slot and with several, side by side (`bench_slots.measure`: 4 callers at once, a
+  prompt-heavy and a generation-heavy call). `--part slots` measures only this section and keeps the others of
+  the saved JSON (each section names the command and date of its run under `runs`).
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
+import bench_slots  # benchmarks/bench_slots.py: the slot comparison, also run alone
 import dspy
 from benchlib import data_folder, machine, write_json  # benchmarks/benchlib.py, shared by the scripts
 from lean_adapter import LeanJSONAdapter  # benchmarks/lean_adapter.py: this script's own adapter
@@ -97,6 +102,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=15, help="news items for the adapter comparison")
     parser.add_argument("--data", type=Path, default=None, help="data folder (default: PERSONA_AGENT_DATA_DIR)")
     parser.add_argument("--assemble", action="store_true", help="also time a fresh 1.1 GB GGUF assembly")
+    parser.add_argument("--part", choices=["all", "slots"], default="all")
+    parser.add_argument("--slots", type=int, nargs="+", default=[1, 2, 4], help="slot counts, the first the baseline")
     return parser.parse_args()
 
 
@@ -175,6 +182,15 @@ def adapter_accuracy(lm: dspy.LM, items: list[tuple[str, str]]) -> dict:
 
 def main() -> None:
     args = parse_args()
+    command = "python benchmarks/bench_lm.py " + " ".join(sys.argv[1:])
+    stamp = {"command": command.strip(), "date": time.strftime("%Y-%m-%d")}
+    if args.part == "slots":
+        result = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"machine": machine()}
+        result["slots"] = bench_slots.measure(args.slots, 4, 2)
+        result.setdefault("runs", {})["slots"] = stamp
+        write_json(RESULTS, result)
+        print(json.dumps(result["slots"], indent=2))
+        return
     result = install_figures(args.assemble)
     unload_all()
     lm = make_lm("local", cache=False)
@@ -187,6 +203,9 @@ def main() -> None:
     result.update(throughput(cold, texts))
     result.update(kv_reuse(cold, lm, texts))
     result["adapters"] = adapter_accuracy(lm, items)
+    unload_all()
+    result["slots"] = bench_slots.measure(args.slots, 4, 2)
+    result["runs"] = {"all": stamp}
     write_json(RESULTS, result)
     print(json.dumps(result, indent=2))
 

@@ -91,6 +91,24 @@ def run_kind(lm: dspy.LM, kind: str, callers: int, rounds: int) -> dict:
     }
 
 
+def measure(counts: list[int], callers: int, rounds: int) -> dict:
+    """Each slot count in turn (one model loaded at a time), both kinds; speedups against the first count."""
+    result: dict = {"callers": callers, "rounds": rounds, "runs": []}
+    for slots in counts:
+        unload_all()  # one model in the process at a time
+        lm = make_lm("local", settings=Settings(local_slots=slots), cache=False)
+        lm(messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # load and warm up
+        for kind in KINDS:
+            run = {"slots": slots, "kind": kind, **run_kind(lm, kind, callers, rounds)}
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+    unload_all()
+    for run in result["runs"]:
+        base = next(r for r in result["runs"] if r["kind"] == run["kind"] and r["slots"] == counts[0])
+        run["speedup"] = round(base["seconds"] / run["seconds"], 2)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, nargs="+", default=[1, 2, 4])
@@ -99,20 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    result: dict = {"machine": machine(cores=cores), "callers": args.callers}
-    result["rounds"], result["runs"] = args.rounds, []
-    for slots in args.slots:
-        unload_all()  # one model in the process at a time
-        lm = make_lm("local", settings=Settings(local_slots=slots), cache=False)
-        lm(messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # load and warm up
-        for kind in KINDS:
-            run = {"slots": slots, "kind": kind, **run_kind(lm, kind, args.callers, args.rounds)}
-            result["runs"].append(run)
-            print(json.dumps(run), flush=True)
-    unload_all()
-    for run in result["runs"]:
-        base = next(r for r in result["runs"] if r["kind"] == run["kind"] and r["slots"] == args.slots[0])
-        run["speedup"] = round(base["seconds"] / run["seconds"], 2)
+    result: dict = {"machine": machine(cores=cores), **measure(args.slots, args.callers, args.rounds)}
     write_json(args.out, result)
     print(f"{'kind':17} {'slots':>5} {'calls/s':>8} {'tokens/s':>9} {'gen tok/s':>9} {'cached':>7} {'speedup':>7}")
     for r in result["runs"]:
