@@ -49,6 +49,8 @@ class PersonaPrompts:
     def add(self, record: PersonaRecord, *, check: str | None = None) -> str:
         """A new prompt version for this persona version (the prompt is made on its first version); returns its
         number. The oldest versions beyond `keep` are then deleted, except the live one."""
+        from mlflow.exceptions import MlflowException
+
         name = prompt_name(record.user_id)
         tags = _tags(record, check)
         description = f"{record.source} v{record.version}" + ("" if record.parent is None else f" of v{record.parent}")
@@ -59,7 +61,7 @@ class PersonaPrompts:
                 )
             try:
                 version = self.client.create_prompt_version(name, record.text, description=description, tags=tags)
-            except Exception:
+            except MlflowException:
                 if name not in self._exists:
                     raise
                 self._forget_memo(name)  # deleted behind this process's back: make it again
@@ -75,13 +77,15 @@ class PersonaPrompts:
     def set_live(self, record: PersonaRecord) -> str:
         """Point `persona.<user>@live` at this persona version, registering it first when it has no prompt version
         (never registered, or deleted by retention); returns the prompt version."""
+        from mlflow.exceptions import MlflowException
+
         name = prompt_name(record.user_id)
         added = self._added.get(name)
         if added is not None and added[0] == record.version:  # just registered by this process: no lookup
             try:
                 self.client.set_prompt_alias(name, LIVE, int(added[1]))
                 return added[1]
-            except Exception:
+            except MlflowException:
                 self._forget_memo(name)  # changed behind this process's back: look it up
         current = self._aliased(name)
         if current is not None and current.tags.get("persona_version") == str(record.version):
