@@ -19,6 +19,7 @@ from persona_agent.evaluation.metrics import label_index, rating_errors, rouge_p
 from persona_agent.evaluation.plan import METHODS_BY_NAME
 
 REFERENCE = "persona_agent"
+PLANNED = "planned"  # the planned-mode agent meets every method too: the floors and RAG it must beat
 PROFILE_GENERATION = "profile_generation"
 _TIE = 1e-9
 

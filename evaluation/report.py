@@ -8,8 +8,9 @@ While a run is partial, methods have answered different queries (floors finish a
 user), so their full-run scores are not comparable. The report then also scores every method on the queries
 all of them answered (`paired`): that table, and the chart, are the like-for-like comparison.
 
-Beside the means, PersonaAgent meets every other method query by query (`head_to_head`): wins, losses, ties
-and a sign test, which say where it gains and where it loses when the means are close. The other alignment
+Beside the means, PersonaAgent meets every other method query by query (`head_to_head`; its planned mode too,
+`planned_head_to_head`): wins, losses, ties and a sign test, which say where it gains and where it loses when
+the means are close. The other alignment
 strategies (GEPA, COPRO) also meet each other (`strategy_head_to_head`). Two answers that both
 read the user's profile are compared only when made under the same build of it: a resumed run whose `state/`
 is gone rebuilds the profile, and the LM may write it differently (`_number_profile_builds`).
@@ -34,7 +35,7 @@ import numpy as np
 from persona_agent.core.tasks import MetricKind, TaskSpec
 from persona_agent.evaluation.alignment_effect import alignment_effects
 from persona_agent.evaluation.errors import EvalLogError
-from persona_agent.evaluation.head_to_head import PROFILE_GENERATION, REFERENCE, head_to_head
+from persona_agent.evaluation.head_to_head import PLANNED, PROFILE_GENERATION, REFERENCE, head_to_head
 from persona_agent.evaluation.metrics import lower_is_better
 from persona_agent.evaluation.persist import ResultLog, Row, latest_rows, write_text_atomic
 from persona_agent.evaluation.plan import FORMAT, METHOD_SPECS, METHODS_BY_NAME, method_label, paper_figures, task_setup
@@ -189,7 +190,7 @@ def _summary(
                 "metrics": scored(rows),
                 "paper": paper_figures(task, spec.name),
                 "per_sample": _costs(rows),
-                "alignment_per_user": _setup_costs(by_stage.get(f"align:{spec.strategy}", []))
+                "alignment_per_user": _setup_costs(by_stage.get(f"align:{spec.alignment_key}", []))
                 if spec.persona == "aligned"
                 else None,
             }
@@ -198,9 +199,10 @@ def _summary(
 
 
 def _comparisons(task: TaskSpec, by_method: dict[str, list[Row]], by_stage: dict[str, list[Row]]) -> dict[str, Any]:
-    """Query by query: PersonaAgent against each method, the other strategies against each other, and what
-    alignment did."""
+    """Query by query: PersonaAgent (ReAct, and planned) against each method, the other strategies against each
+    other, and what alignment did."""
     matchups = head_to_head(task, by_method, REFERENCE)
+    planned = head_to_head(task, by_method, PLANNED)
     strategies = _other_strategies(by_method)
     strategy_matchups = (
         head_to_head(task, {name: by_method[name] for name in strategies}, strategies[0])
@@ -211,6 +213,9 @@ def _comparisons(task: TaskSpec, by_method: dict[str, list[Row]], by_stage: dict
         "head_to_head": None
         if matchups is None
         else {"reference": REFERENCE, "matchups": [m.as_dict() for m in matchups]},
+        "planned_head_to_head": None
+        if planned is None
+        else {"reference": PLANNED, "matchups": [m.as_dict() for m in planned]},
         "strategy_head_to_head": None
         if strategy_matchups is None
         else {"reference": strategies[0], "matchups": [m.as_dict() for m in strategy_matchups]},

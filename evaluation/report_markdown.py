@@ -53,6 +53,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     paired_lines = [
         *_paired_table(results, title),
         *_head_to_head_table(results, task),
+        *_head_to_head_table(results, task, "planned_head_to_head"),
         *_head_to_head_table(results, task, "strategy_head_to_head"),
         *_alignment_effect_table(results),
     ]
@@ -187,7 +188,8 @@ def _paired_table(results: dict[str, Any], title: Callable[[str], str]) -> list[
 
 
 def _head_to_head_table(results: dict[str, Any], task: TaskSpec, key: str = "head_to_head") -> list[str]:
-    """The `key` reference (PersonaAgent, or the first other strategy) against each method, query by query."""
+    """The `key` reference (PersonaAgent, its planned mode, or the first other strategy) against each method,
+    query by query."""
     h2h = results.get(key)
     if not h2h:
         return []

@@ -47,6 +47,14 @@ def test_markdown_table_holds_our_numbers_and_the_papers(full_run):
     planned = [r for r in log if r.get("method") == "planned"]
     assert planned and all(r["mode"] == "planned" and r["calls"] == 1 for r in planned)
     assert all(r["calls"] == 0 for r in log if r.get("method") == "vote")
+    # the planned agent's own alignment costs sit in its row, and it meets every method query by query
+    aligned = next(s for s in results["summary"] if s["method"] == "planned")["alignment_per_user"]
+    own = [r for r in log if r.get("stage") == "align:persona_aligner:planned"]  # not the ReAct agent's
+    assert aligned["builds"] == len(own) and aligned["calls"] == pytest.approx(sum(r["calls"] for r in own) / len(own))
+    assert rows["PersonaAgent planned"].endswith(f" | {aligned['calls']:.1f} | {aligned['seconds']:.1f} |")
+    h2h = results["planned_head_to_head"]
+    assert h2h["reference"] == "planned" and {"nearest", "vote", "rag"} <= {m["method"] for m in h2h["matchups"]}
+    assert "| PersonaAgent planned vs | queries | wins | losses | ties | sign test p |" in markdown
 
 
 def test_chart_is_a_png_that_records_its_command(full_run):
