@@ -98,13 +98,12 @@ def test_an_update_that_only_ties_on_held_out_interactions_is_not_kept(store):
     assert compiled.persona.version == 0
 
 
-def test_planned_compile_fits_the_weights_into_the_saved_state(store):
-    """The model always says politics; the user's nearest past items say culture & arts."""
-    lm, engine = fake_lm("politics", {"politics": 0.9, "culture": 0.1})
+def planned_alice(store) -> tuple[ScriptedLM, PersonaAgent, list]:
+    """A critic that proposes an art-lover persona, alice's planned agent, and her latest three interactions."""
     critic = ScriptedLM(
         {
             LOSS: {"matches": False, "critique": "The user files art under culture & arts."},
-            GRADIENT: {"gradient": "- add: art is culture & arts"},
+            GRADIENT: {"gradient": "- add: museums"},
             UPDATE: {"new_persona": NEW_PERSONA},
         }
     )
@@ -117,7 +116,13 @@ def test_planned_compile_fits_the_weights_into_the_saved_state(store):
         k=3,
         allow_updates=False,
     )
-    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    return critic, student, trainset_from_store(store, "alice", CategorizeArticle, n=3)
+
+
+def test_planned_compile_fits_the_weights_into_the_saved_state(store):
+    """The model always says politics; the user's nearest past items say culture & arts."""
+    lm, engine = fake_lm("politics", {"politics": 0.9, "culture": 0.1})
+    critic, student, trainset = planned_alice(store)
     with dspy.context(lm=lm):
         compiled = PersonaAligner(n=3, accept="improve", critic_lm=critic, num_threads=1, min_fit_records=3).compile(
             student, trainset=trainset
@@ -142,23 +147,7 @@ class PersonaSensitiveEngine(LogprobEngine):
 def test_an_update_that_only_raises_the_truths_probability_is_not_kept(store):
     """Accept-if-better is by the metric: the same wrong answers with a likelier truth do not change a persona."""
     engine = PersonaSensitiveEngine("politics", None)
-    critic = ScriptedLM(
-        {
-            LOSS: {"matches": False, "critique": "The user files art under culture & arts."},
-            GRADIENT: {"gradient": "- add: museums"},
-            UPDATE: {"new_persona": NEW_PERSONA},
-        }
-    )
-    student = PersonaAgent(
-        CategorizeArticle,
-        user_id="alice",
-        store=store,
-        persona=init_persona("alice", "Writes about politics."),
-        mode="planned",
-        k=3,
-        allow_updates=False,
-    )
-    trainset = trainset_from_store(store, "alice", CategorizeArticle, n=3)
+    critic, student, trainset = planned_alice(store)
     with dspy.context(lm=dspy.LM("fake/model", engine=engine, cache=False)):
         compiled = PersonaAligner(n=3, accept="improve", critic_lm=critic, num_threads=1, fit_evidence=False).compile(
             student, trainset=trainset
