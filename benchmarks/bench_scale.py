@@ -74,13 +74,18 @@ def scripted_lm() -> ScriptedLM:
 
         return call
 
+    def update(call) -> dict:
+        """A persona one round newer than the one given, so a re-compile makes a new version too."""
+        time.sleep(LATENCY)
+        return {"new_persona": f"{NEW_PERSONA}\n- round {call.inputs.get('persona', '').count('- round') + 1}"}
+
     return ScriptedLM(
         {
             REACT: slow({"next_thought": "enough", "next_tool_name": "finish", "next_tool_args": {}}),
             ANSWER: slow({"response": "A long and detailed answer."}),
             LOSS: slow({"matches": False, "critique": "The user wanted a much shorter answer."}),
             GRADIENT: slow({"gradient": "- the user wants concise answers"}),
-            UPDATE: slow({"new_persona": NEW_PERSONA}),
+            UPDATE: update,
         }
     )
 
@@ -191,7 +196,8 @@ def bench_one(workspace: Workspace, name: str, workers: int, per_worker: int, co
 
 def recompile(workspace: Workspace, runner, users: list[str], setup: WorkerSetup) -> dict:
     """The same users again, each with one new interaction: the test-time re-compile of users who have a
-    compiled version (one run and one prompt version a commit, where a first compile also logs version 0's)."""
+    compiled version (each makes a new version: one run and one prompt version a commit, where a first compile
+    also logs version 0's)."""
     workspace.store.ingest([(u, {"query": f"one more question from {u}", "response": "ok"}) for u in users])
     started = time.perf_counter()
     report = compile_all(workspace, CompileOptions(), runner, users=users, retries=0, setup=setup)
