@@ -3,7 +3,9 @@ persona it found and its trace.
 
 `optimize_plan` runs in a thread of the driver's process over the driver's plan. `optimize_snapshot` runs in
 another process (a Ray task): it rebuilds the student over an in-memory store holding the user's snapshot, with
-an LM and embedder it makes once per process (`WorkerSetup`) and its own DSPy cache folder.
+an LM and embedder it makes once per process (`WorkerSetup`) and its own DSPy cache folder. With a local model
+spec the task's LM forwards to the one model host actor of its node (`persona_agent.lm.hosted`): one llama.cpp
+model per worker process would thrash.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import dspy
 
 from persona_agent.compiling import CompileOptions, CompilePlan, optimizer_of
 from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.lm.hosted import hosted_lm
 from persona_agent.lm.models import adapter_for, make_lm
+from persona_agent.lm.specs import parse_spec
 from persona_agent.programs.saved import ProgramFactory
 from persona_agent.stores.embeddings import Embedder, SentenceTransformerEmbedder
 from persona_agent.stores.memory import MemoryStore
@@ -55,16 +60,32 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class WorkerSetup:
-    """How a worker process builds its parts (each once per process): the LM (default: `make_lm` from the
-    settings) and the memory embedder (default: the settings' embedder). Factories must pickle (module-level)."""
+    """How a worker process builds its parts (each once per process): the LM and the memory embedder (default:
+    the settings' embedder). Factories must pickle (module-level).
+
+    The LM: `lm()` when given; for a local spec ('local', 'gguf:/path') an LM forwarding to the node's model host,
+    whose engine `host()` builds (default: the settings' local engine; a test passes a fake); else `make_lm`."""
 
     settings: Settings
     lm: Callable[[], dspy.BaseLM] | None = None
     embedder: Callable[[], Embedder] | None = None
+    host: Callable[[], Any] | None = None
 
-    def key(self) -> tuple[str, str, str]:
+    def __post_init__(self) -> None:
+        if self.host is not None and (self.lm is not None or parse_spec(self.settings.lm).kind == "litellm"):
+            raise InvalidInputError("host", self.host, "needs a local LM spec and no `lm` factory")
+
+    def key(self) -> tuple[str, ...]:
         name = lambda f: f"{f.__module__}.{f.__qualname__}" if f is not None else "-"  # noqa: E731
-        return (self.settings.model_dump_json(), name(self.lm), name(self.embedder))
+        return (self.settings.model_dump_json(), name(self.lm), name(self.embedder), name(self.host))
+
+    def make_lm(self, settings: Settings) -> dspy.BaseLM:
+        """This worker's LM under `settings` (the setup's, with the worker's own cache folder)."""
+        if self.lm is not None:
+            return self.lm()
+        if parse_spec(settings.lm).kind == "litellm":
+            return make_lm(settings=settings)
+        return hosted_lm(settings, self.host)
 
 
 def optimize_plan(workspace: Workspace, plan: CompilePlan) -> Optimized:
@@ -93,7 +114,7 @@ def _parts(setup: WorkerSetup) -> tuple[dspy.BaseLM, Embedder, Settings]:
         if key not in _PARTS:
             base = setup.settings.resolved_cache_dir
             settings = setup.settings.model_copy(update={"cache_dir": base / "workers" / str(os.getpid())})
-            lm = setup.lm() if setup.lm is not None else make_lm(settings=settings)
+            lm = setup.make_lm(settings)
             embedder = (
                 setup.embedder() if setup.embedder is not None else SentenceTransformerEmbedder(settings.embedder)
             )

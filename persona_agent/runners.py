@@ -8,7 +8,8 @@ whose worker dies (a Ray worker process killed, `ray.exceptions.WorkerCrashedErr
 `local` suits LM calls that wait on the network (a hosted or served model): the GIL is released while a thread
 waits, and each job is submitted with a copy of the caller's `contextvars` context, so DSPy settings set with
 `dspy.context` in the driver hold in the worker. `ray` (the `ray` extra) runs each job as a Ray task in its own
-process, locally (`ray.init()`) or on a cluster (`address`); its function and arguments must pickle.
+process, locally (`ray.init()`) or on a cluster (`address`); its function and arguments must pickle. Tasks that use
+the local model share one model host actor per node (`persona_agent.lm.hosted`); `RayRunner.close` ends them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from persona_agent.core.errors import ConfigError, InvalidInputError
+from persona_agent.core.errors import InvalidInputError
+from persona_agent.lm.hosted import import_ray, stop_hosts
 
 RunnerName = Literal["local", "ray"]
 __all__ = [
@@ -126,14 +128,6 @@ class InlineRunner:
         """Nothing to release."""
 
 
-def _import_ray() -> Any:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError('the ray runner needs the `ray` extra: pip install "dspy-persona[ray]"') from exc
-    return ray
-
-
 class RayRunner:
     """Ray tasks, one per job (Ray's own task retries are off: `run_jobs` retries, and counts attempts).
 
@@ -151,7 +145,7 @@ class RayRunner:
     ) -> None:
         if workers < 1:
             raise InvalidInputError("workers", workers, "must be at least 1")
-        self.ray = _import_ray()
+        self.ray = import_ray()
         self.workers = workers
         self.cpus_per_job = cpus_per_job
         self._started = not self.ray.is_initialized()
@@ -176,7 +170,10 @@ class RayRunner:
         return out
 
     def close(self) -> None:
-        """Shut down a Ray this runner started (a joined cluster is left running)."""
+        """End the model host actors of this job's namespace (detached: they would hold a model on a joined
+        cluster after the job) and shut down a Ray this runner started (a joined cluster is left running)."""
+        if self.ray.is_initialized():
+            stop_hosts()
         if self._started and self.ray.is_initialized():
             self.ray.shutdown()
 

@@ -7,11 +7,14 @@ import os
 from pathlib import Path
 
 import pytest
+from dspy.lm15 import Message, Response, TextPart, Usage
 
 from persona_agent.compiling import CompileOptions
+from persona_agent.core.config import Settings
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.fanout import Budget, compile_all, select_users
 from persona_agent.fanout_worker import WorkerSetup
+from persona_agent.lm.hosted import HOST_PREFIX, hosted_lm, stop_hosts
 from persona_agent.runners import Job, LocalRunner, make_runner, run_jobs
 from persona_agent.service.jobs import JobManager
 from persona_agent.testing import ScriptedLM
@@ -19,6 +22,7 @@ from tests.support import ANSWER, CONCISE, REACT, history, make_workspace, perso
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ["ann", "bob", "cat", "bad", "flaky"]
+PLANNED = "request -> response"
 MARKER_ENV = "PERSONA_AGENT_TEST_FLAKY_MARKER"
 
 
@@ -47,6 +51,39 @@ def fanout_lm() -> ScriptedLM:
     script[REACT] = step
     script[ANSWER] = answer
     return ScriptedLM(script)
+
+
+def hosted_fanout_engine():
+    """The fan-out script's engine, built in the node's model host actor instead of the local model. The LM is
+    then local to DSPy (`is_local`), so the agent runs planned: its one answer step trips the wire."""
+    script = persona_script()
+    answer = script[ANSWER]
+
+    def planned(call):
+        _tripwire(call)
+        return answer(call)
+
+    script[PLANNED] = planned
+    return ScriptedLM(script).engine
+
+
+class EchoEngine:
+    """A stand-in for the local engine in the host: answers `<its pid>: <the question>`."""
+
+    def complete(self, request) -> Response:
+        text = f"{os.getpid()}: {request.messages[-1].text}"
+        return Response(
+            id=None,
+            model=request.model,
+            message=Message.assistant([TextPart(text)]),
+            finish_reason="stop",
+            usage=Usage(),
+        )
+
+
+def ask_host(question: str, settings: Settings) -> tuple[int, str]:
+    """A Ray task: ask the local-spec LM (its engine hosted by the node's actor) one question."""
+    return os.getpid(), hosted_lm(settings, EchoEngine)(question)[0]
 
 
 def _user_history(user: str, n: int = 3) -> list[dict]:
@@ -166,3 +203,45 @@ def test_service_jobs_retry_the_optimizer_and_commit_once(workspace):
     assert [r.version for r in workspace.registry.history("flaky")] == [0, 1]  # the retry made no second version
     assert (bad.status, bad.attempts) == ("failed", 3) and "the LM refused user bad" in bad.error
     assert [r.version for r in workspace.registry.history("bad")] == [0]
+
+
+def _ray_runner(monkeypatch):
+    pytest.importorskip("ray")  # installed by the `ray` extra, which `all` (CI's install) includes
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    return make_runner("ray", 4, num_cpus=2, cpus_per_job=0.25)
+
+
+def test_ray_tasks_on_a_node_share_one_model_host_and_each_gets_its_answer(tmp_path, monkeypatch):
+    runner = _ray_runner(monkeypatch)
+    settings = Settings(home=tmp_path / "home", lm="local", lm_cache=False, local_slots=2)
+    questions = [f"question {n}" for n in range(8)]
+    try:
+        outcomes = list(run_jobs(runner, [Job(q, ask_host, (q, settings)) for q in questions], retries=0))
+        hosts = [name for name in runner.ray.util.list_named_actors() if name.startswith(HOST_PREFIX)]
+        stats = runner.ray.get(runner.ray.get_actor(hosts[0]).stats.remote())
+        assert stop_hosts() == hosts and not runner.ray.util.list_named_actors()
+    finally:
+        runner.close()
+    assert all(o.ok for o in outcomes) and len(hosts) == 1
+    answers = {o.key: o.value for o in outcomes}
+    assert {q: text.split(": ", 1)[1] for q, (_, text) in answers.items()} == {q: q for q in questions}
+    served_by = {int(text.split(":")[0]) for _, text in answers.values()}
+    assert served_by == {stats["pid"]} and stats["served"] == len(questions)  # one host process answered all
+    assert stats["pid"] not in {pid for pid, _ in answers.values()}  # never the task's own process
+
+
+def test_ray_compile_fanout_with_the_local_model_hosted_once_per_node(workspace, monkeypatch):
+    runner = _ray_runner(monkeypatch)
+    settings = workspace.settings.model_copy(update={"lm": "local"})
+    setup = WorkerSetup(settings, embedder=_embedder, host=hosted_fanout_engine)
+    try:
+        report = compile_all(workspace, CompileOptions(n=2), runner, retries=2, setup=setup)
+        hosts = [name for name in runner.ray.util.list_named_actors() if name.startswith(HOST_PREFIX)]
+        stats = runner.ray.get(runner.ray.get_actor(hosts[0]).stats.remote())
+    finally:
+        runner.close()
+    _check_once(workspace, report)
+    assert len(hosts) == 1 and stats["served"] >= 4 * len(report.compiled)  # every LM call went to the host
+    with pytest.raises(InvalidInputError) as info:
+        WorkerSetup(settings.model_copy(update={"lm": "openai/gpt-4o-mini"}), host=hosted_fanout_engine)
+    assert info.value.field == "host"
