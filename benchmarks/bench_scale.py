@@ -13,11 +13,12 @@ The LM is the scripted one (`persona_agent.testing.ScriptedLM`, the PersonaAlign
 a fixed `--latency` per call (a sleep: a hosted model's network wait), so the figures measure the fan-out, not a
 model. Each run compiles its own fresh users (`--per-worker` x workers, 3 interactions each) in one workspace
 (DuckDB + MLflow sqlite in a temporary home), with the default `CompileOptions`. Reported per run: users per
-minute, LM calls per compile, the driver's write throughput (commits per second: registry row, MLflow run,
-promote), and the scaling efficiency (users/min over workers x the 1-worker figure), both for the workers alone
+minute, LM calls per compile, the driver's write throughput (commits per second: registry row and promote, with
+the MLflow run, prompt version and aliases handed to the default `FANOUT_TRACKING_PROCESSES` tracking processes,
+warmed before any timing; the end-to-end figures wait for them), and the scaling efficiency (users/min over workers x the 1-worker figure), both for the workers alone
 (`workers_only_per_minute`: the same optimizer jobs through the runner with nothing committed, on other fresh
-users; with the local runner also the process's CPU seconds per compile) and end to end (`users_per_minute`: `compile_all`, the driver committing as results arrive; its commits
-per second, MLflow on sqlite here, are the end-to-end ceiling).
+users; with the local runner also the process's CPU seconds per compile) and end to end (`users_per_minute`:
+`compile_all`, the driver committing as results arrive, MLflow on sqlite here).
 
 Ray runs locally with `num_cpus` = this machine's cores and each task reserving cores/workers CPUs (the tasks
 wait on the LM, as with a hosted model); all its worker processes are started and warmed before timing (one
@@ -233,6 +234,8 @@ def run_scale(args: argparse.Namespace, cores: int) -> dict:
         os.environ["PERSONA_AGENT_HOME"] = home
         with Workspace(Settings(home=Path(home)), lm=scripted_lm()) as workspace:
             workspace.tracker  # noqa: B018  (MLflow opened and migrated before any timing)
+            warm = add_users(workspace, "warm", 2)  # the tracking process spawned and warm before any timing
+            compile_all(workspace, CompileOptions(), LocalRunner(2), users=warm, retries=0)
             for name in args.runners:
                 for workers in args.workers:
                     runs.append(bench_one(workspace, name, workers, args.per_worker, cores))

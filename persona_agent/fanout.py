@@ -14,6 +14,7 @@ store-wide insertion counter `seq` of the newest interaction), so a rerun select
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -276,15 +277,28 @@ def compile_all(
     # under a budget, only `workers` are in flight, so at most that many start past it.
     limited = budget != Budget()
     backlog = runner.workers if limited else 2 * runner.workers
-    for outcome in run_jobs(runner, jobs, retries=retries, more=more, in_flight=backlog, overlap=not limited):
-        _record(workspace, report, plans.pop(outcome.key), outcome)
-        progress.done(outcome.key, outcome.key not in report.failed)
+    processes = workspace.settings.fanout_tracking_processes
+    tracking = workspace.deferred_tracking(processes) if processes else contextlib.nullcontext({})
+    with tracking as tracked:
+        for outcome in run_jobs(runner, jobs, retries=retries, more=more, in_flight=backlog, overlap=not limited):
+            _record(workspace, report, plans.pop(outcome.key), outcome)
+            progress.done(outcome.key, outcome.key not in report.failed)
+    report.compiled = [_with_tracking(result, tracked) for result in report.compiled]
     for candidate in candidates:
         seen = candidate.user_id in report.attempts or candidate.user_id in report.skipped
         if not seen:
             report.skipped[candidate.user_id] = f"budget spent ({report.stopped_by})"
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _with_tracking(result: CompileResult, tracked: dict) -> CompileResult:
+    """A result whose MLflow work ran in a tracking process, with the run id and error it returned."""
+    done = tracked.get((result.user_id, result.version))
+    if done is None or not result.changed:
+        return result
+    update = {"mlflow_run_id": done.run_id, "model_version": done.model_version, "tracking_error": done.error}
+    return result.model_copy(update=update)
 
 
 def _record(workspace: Workspace, report: FanoutReport, planned: tuple[CompilePlan, int], outcome: JobOutcome) -> None:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import PersonaAgentError, StoreError, TrackingError
+from persona_agent.deferred_tracking import DeferredTracking
 from persona_agent.program_cache import ProgramCache
 from persona_agent.programs.persona_agent import PersonaAgent
 from persona_agent.programs.saved import program_document
@@ -119,6 +120,7 @@ class VersionLifecycle:
         self._epochs: dict[str, int] = {}
         self._epochs_lock = threading.Lock()
         self.commit_lock = threading.RLock()  # held while a version is committed and while a user is forgotten
+        self.deferred = DeferredTracking(self)  # a fan-out's MLflow work in other processes (`deferred_tracking`)
 
     # -- the one commit -------------------------------------------------------------------------------
 
@@ -144,17 +146,26 @@ class VersionLifecycle:
                 raise CompileCancelledError(
                     f"user {user_id!r} was forgotten during the compile: its result was discarded"
                 )
-            if run is not None and previous is not None:
+            deferred = run is not None and self.deferred.active
+            base_job = self.deferred.base_job(user_id, previous) if deferred and previous is not None else None
+            if run is not None and previous is not None and not deferred:
                 self._track_untracked_base(user_id, previous)
             record, live = self._write(user_id, version)
             if live is not None:
                 self.programs.invalidate(user_id)
-            run_id, error = (record.mlflow_run_id, None) if run is None else self._log_run(record, previous, run)
+            logged = run is None or deferred
+            run_id, error = (record.mlflow_run_id, None) if logged else self._log_run(record, previous, run)
             if promote:
                 live = self.registry.promote(user_id, record.version, expected_revision=expected_revision)
                 self.programs.invalidate(user_id)
             record = self.registry.get(user_id, record.version)
             model_version = None
+            if deferred:
+                champion = live is not None and (
+                    self.settings.mlflow_register_models if register_model is None else register_model
+                )
+                self.deferred.submit(base_job, record, previous, run, champion)  # type: ignore[arg-type]
+                return Committed(record=record, live=live)
             if live is not None and error is None:
                 model_version, error = self._champion(record, register_model)
             error = self._live_prompt(user_id) or error
@@ -327,6 +338,7 @@ class VersionLifecycle:
         Raises `TrackingError` if MLflow could not be cleaned (everything else is already gone; run it again)."""
         user_id = validate_user_id(user_id)
         with self.commit_lock:
+            self.deferred.drain(wait=True)  # a pending run would otherwise land in MLflow after the erasure
             with self._epochs_lock:
                 self._epochs[user_id] = self._epochs.get(user_id, 0) + 1
             self.revocations.revoke(user_id)  # first: no token issued until now can write the user back

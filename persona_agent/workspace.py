@@ -266,8 +266,15 @@ class Workspace(VersionLifecycle):
             raise UnknownUserError(user_id)
         return user_id
 
+    def deferred_tracking(self, processes: int = 1) -> contextlib.AbstractContextManager[dict]:
+        """Inside the block, commits hand their MLflow work to `processes` other processes (see
+        `persona_agent.deferred_tracking`); at its end every job is waited for and its run id recorded. Yields
+        (user, version) -> `Tracked`."""
+        return self.deferred.session(processes)
+
     def close(self) -> None:
-        """Close the store if this workspace opened it."""
+        """Finish deferred tracking, and close the store if this workspace opened it."""
+        self.deferred.close()
         self.programs.clear()
         if self._owns_store:
             self.store.close()

@@ -39,6 +39,7 @@ ENTRY = (
     "fanout",
     "fanout_worker",
     "fanout_report",
+    "deferred_tracking",
 )
 LAYERS: tuple[tuple[str, ...], ...] = (  # bottom to top; a module may import its own layer and those below
     ("persona_agent.core",),

@@ -148,6 +148,14 @@ class Settings(BaseSettings):
         description="CPUs each `ray` compile task reserves: its LM calls wait on the network, so a fraction packs "
         "several tasks per core (Ray runs at most cores / this at once, whatever `compile_fanout_workers` says).",
     )
+    fanout_tracking_processes: int = Field(
+        default=2,
+        ge=0,
+        le=16,
+        description="Processes `compile --all` hands each version's MLflow work to (its run, prompt version and "
+        "aliases), so the driver writes only DuckDB rows; 0: the driver tracks inline. Under the GIL the inline "
+        "MLflow work, not the LM, bounds users per minute; 2 measured better than 1 on 2 cores (docs/scale.md).",
+    )
     local_slots: int = Field(
         default=1,
         gt=0,

@@ -1,0 +1,121 @@
+"""MLflow tracking of committed versions in worker processes, so a fan-out's driver writes only DuckDB rows.
+
+A version's MLflow work (its run with params, metrics and artifacts, its prompt version, the `live` alias, the
+champion alias) is ~100 ms of MLflow's own Python on a sqlite store. The fan-out's driver commits in the same
+process as the local runner's worker threads, so under the GIL that work, not the LM, bounds a fan-out's users per
+minute. `TrackingPool` runs it in separate processes: `track` gets everything it needs as plain data (`TrackJob`)
+and returns the run id (`Tracked`); the driver records it in the registry. A user's jobs always go to the same
+process, in submission order (version 0's run before version 1's, the alias last). Processes are spawned (a fork
+of a process holding DuckDB, FAISS or llama.cpp threads is unsafe) and live as long as the pool.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import zlib
+from collections.abc import Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from persona_agent.core.config import Settings
+from persona_agent.core.errors import InvalidInputError, PersonaAgentError
+from persona_agent.stores.personas import PersonaRecord
+from persona_agent.tracking.tracker import Tracker
+
+__all__ = ["TrackJob", "Tracked", "TrackingPool", "track"]
+
+
+@dataclass(frozen=True)
+class TrackJob:
+    """One version's MLflow work. `record` is the version as its run reports it; `changed`: a new version (its run
+    id is recorded and it gets a prompt version), else a no-change run of the base; `live`: the user's live record
+    after the commit, whose prompt version the `live` alias then points at (None: leave the alias); `champion`:
+    also move the registered model's champion alias to this version."""
+
+    settings: Settings
+    record: PersonaRecord
+    document: Mapping[str, Any] | None
+    diff: str
+    trace: Mapping[str, Any] | None
+    params: Mapping[str, Any]
+    register_model: bool
+    changed: bool
+    live: PersonaRecord | None
+    champion: bool = False
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """What `track` did: the run id (None when MLflow refused the run), the model version, the error text."""
+
+    user_id: str
+    version: int
+    changed: bool
+    run_id: str | None
+    model_version: str | None = None
+    error: str | None = None
+
+
+_TRACKERS: dict[str, Tracker] = {}
+
+
+def track(job: TrackJob) -> Tracked:
+    """Log the job's run, register its prompt version, move the aliases; in a pool process (one `Tracker` per
+    settings per process). MLflow's refusals come back as `error`, never raised: the version stands without it."""
+    key = job.settings.model_dump_json()
+    tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(key, Tracker(job.settings))
+    record, prompts = job.record, job.settings.mlflow_prompt_versions > 0
+    try:
+        run_id = tracker.log_version(
+            record,
+            document=job.document,
+            diff=job.diff,
+            trace=job.trace,
+            params=job.params,
+            register_model=job.register_model,
+            changed=job.changed,
+        )
+    except PersonaAgentError as exc:
+        return Tracked(record.user_id, record.version, job.changed, None, error=str(exc))
+    error, model_version = None, None
+    tracked = record.model_copy(update={"mlflow_run_id": run_id})
+    try:
+        if job.changed and prompts:
+            check = (job.trace or {}).get("persona_check")
+            tracker.prompts.add(tracked, check=None if check is None else str(check))
+        live = job.live
+        if live is not None and prompts:
+            tracker.prompts.set_live(tracked if live.version == record.version and job.changed else live)
+        if job.champion:
+            model_version = tracker.set_champion(tracked, job.document)
+    except PersonaAgentError as exc:
+        error = str(exc)
+    return Tracked(record.user_id, record.version, job.changed, run_id, model_version, error)
+
+
+def _ready() -> bool:
+    import mlflow  # noqa: F401  (the process's one-off import, seconds)
+
+    return True
+
+
+class TrackingPool:
+    """`processes` single-process executors; a user's jobs go to one of them (by a stable hash of the user id)."""
+
+    def __init__(self, processes: int = 1) -> None:
+        if processes < 1:
+            raise InvalidInputError("processes", processes, "must be at least 1")
+        context = multiprocessing.get_context("spawn")
+        self._executors = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
+        for ready in [executor.submit(_ready) for executor in self._executors]:
+            ready.result()  # spawned and MLflow imported now, not inside the first commits
+
+    def submit(self, job: TrackJob) -> Future[Tracked]:
+        index = zlib.crc32(job.record.user_id.encode()) % len(self._executors)
+        return self._executors[index].submit(track, job)
+
+    def close(self) -> None:
+        """Finish the submitted jobs and end the processes."""
+        for executor in self._executors:
+            executor.shutdown(wait=True)
