@@ -295,7 +295,7 @@ def compile_all(
 def _with_tracking(result: CompileResult, tracked: dict) -> CompileResult:
     """A result whose MLflow work ran in a tracking process, with the run id and error it returned."""
     done = tracked.get((result.user_id, result.version))
-    if done is None or not result.changed:
+    if done is None:
         return result
     update = {"mlflow_run_id": done.run_id, "model_version": done.model_version, "tracking_error": done.error}
     return result.model_copy(update=update)
