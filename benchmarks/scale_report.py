@@ -137,7 +137,10 @@ def cluster_table(result: dict[str, Any]) -> str:
         ("busy cores", f"{p['busy_cores']}"),
         ("LM calls per second", f"{p['lm_calls_per_second']:,}"),
         ("tokens per minute", f"{p['tokens_per_minute']:,}"),
-        ("driver commits per second, median of the runs (MLflow on sqlite)", f"{p['driver_commits_per_second']}"),
+        (
+            "driver commits per second, median of the runs (DuckDB; MLflow in tracking processes)",
+            f"{p['driver_commits_per_second']}",
+        ),
         ("days of commits for 1M at that rate", f"{p['driver_days']}"),
     ]
     return "\n".join(["| quantity | value |", "|---|---:|", *(f"| {k} | {v} |" for k, v in rows)])
