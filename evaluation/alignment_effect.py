@@ -33,7 +33,9 @@ class AlignmentEffect:
     answers scored the same, e.g. one wrong label for another). `profile_mismatch` more were answered by both
     under different builds of the profile (a resumed run rebuilt it), so a changed answer there may come from the
     profile rather than from alignment: they are left out. Of the users aligned, `personas_checked` carry a
-    `persona_check` (GEPA/COPRO rows since it was recorded) and `personas_flagged` of those fail it.
+    `persona_check` (GEPA/COPRO rows since it was recorded) and `personas_flagged` of those fail it. A planned
+    agent's alignment may also change its evidence weights: `weights_changed` of the `weights_recorded` set-up
+    rows that say so (recorded since the planned mode's rows carry it).
     """
 
     strategy: str
@@ -49,6 +51,8 @@ class AlignmentEffect:
     profile_mismatch: int = 0
     personas_checked: int = 0
     personas_flagged: int = 0
+    weights_recorded: int = 0
+    weights_changed: int = 0
 
     @property
     def p_value(self) -> float:
@@ -95,6 +99,8 @@ def alignment_effects(
                 profile_mismatch=len(both) - len(common),
                 personas_checked=sum(r.get("persona_check") is not None for r in setups),
                 personas_flagged=sum(r.get("persona_check") not in (None, "ok") for r in setups),
+                weights_recorded=sum("weights_changed" in r for r in setups),
+                weights_changed=sum(bool(r.get("weights_changed")) for r in setups),
             )
         )
     return effects

@@ -35,6 +35,7 @@ import numpy as np
 from persona_agent.core.tasks import MetricKind, TaskSpec
 from persona_agent.evaluation.alignment_effect import alignment_effects
 from persona_agent.evaluation.errors import EvalLogError
+from persona_agent.evaluation.goal import goal_check
 from persona_agent.evaluation.head_to_head import PLANNED, PROFILE_GENERATION, REFERENCE, head_to_head
 from persona_agent.evaluation.metrics import lower_is_better
 from persona_agent.evaluation.persist import ResultLog, Row, latest_rows, write_text_atomic
@@ -254,6 +255,16 @@ def build_results(run_dir: Path) -> dict[str, Any]:
     summary = _summary(task, by_method, by_stage, expected_per_method, scored)
     metric_names = [*task.metric_names, *([ROUNDED] if task.metric_kind is MetricKind.REGRESSION else [])]
     run_path = meta.get("run_dir") or str(run_dir)
+    comparisons = _comparisons(task, by_method, by_stage)
+    primary = task.metric_names[0]
+    goal = goal_check(
+        summary,
+        by_method,
+        comparisons["planned_head_to_head"],
+        comparisons["alignment_effects"],
+        primary,
+        lower_is_better(primary),
+    )
     return {
         "format": FORMAT,
         "task": task.name,
@@ -266,13 +277,14 @@ def build_results(run_dir: Path) -> dict[str, Any]:
         "dataset": {**meta["dataset"], "eligible_users": meta.get("eligible_users")},
         "users": meta["users"],
         "metrics": metric_names,
-        "primary_metric": task.metric_names[0],
+        "primary_metric": primary,
         "lower_is_better": {m: lower_is_better(m) for m in metric_names},
         "bootstrap": {"unit": "query", "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE, "seed": seed},
         "complete": all(s["n_queries"] == s["n_expected"] for s in summary) and len(summary) == len(meta["methods"]),
         "summary": summary,
         "paired": _paired(by_method, scored),
-        **_comparisons(task, by_method, by_stage),
+        **comparisons,
+        "goal": goal,
         "profile_per_user": _setup_costs(by_stage.get("profile", [])),
         "totals": _totals(predictions, setups),
         "paper_note": PAPER_NOTE,

@@ -51,6 +51,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 
     lines = _main_table(results, task, title)
     paired_lines = [
+        *_goal_table(results),
         *_paired_table(results, title),
         *_head_to_head_table(results, task),
         *_head_to_head_table(results, task, "planned_head_to_head"),
@@ -187,6 +188,27 @@ def _paired_table(results: dict[str, Any], title: Callable[[str], str]) -> list[
     return [*lines, ""]
 
 
+def _goal_table(results: dict[str, Any]) -> list[str]:
+    """The planned agent's goal, criterion by criterion (`goal`), when it ran."""
+    goal = results.get("goal")
+    if not goal:
+        return []
+    t = goal["thresholds"]
+    verdict = "met" if goal["met"] else "not met"
+    lines = [
+        f"Goal check of the planned agent: **{verdict}**. It must answer at least {t['min_queries']} queries, beat the "
+        f"best no-LM floor and RAG query by query (more wins than losses, sign test p < {t['alpha']:g}), take at "
+        f"most {t['max_median_calls']:g} LM calls and {t['max_median_seconds']:g} s per answer (medians), and its "
+        "alignment must change more answers for the better than for the worse.",
+        "",
+        "| criterion | met | measured |",
+        "|---|---|---|",
+    ]
+    for c in goal["criteria"]:
+        lines.append(f"| {c['name']} | {'yes' if c['met'] else 'no'} | {c['measured']} |")
+    return [*lines, ""]
+
+
 def _head_to_head_table(results: dict[str, Any], task: TaskSpec, key: str = "head_to_head") -> list[str]:
     """The `key` reference (PersonaAgent, its planned mode, or the first other strategy) against each method,
     query by query."""
@@ -234,23 +256,39 @@ def _alignment_effect_table(results: dict[str, Any]) -> list[str]:
     labels = {s["method"]: s["label"] for s in results["summary"]}
     unaligned = labels.get(UNALIGNED, UNALIGNED)
     lines = [
-        f"What alignment did: personas it changed (of the users aligned), how each alignment stopped, and, on the "
+        f"What alignment did: personas it changed (of the users aligned), the planned agent's evidence weights it "
+        "changed, how each alignment stopped, and, on the "
         f"queries both answered, the answers that differ from the same agent uncompiled ({unaligned}; for the "
         "planned agent, planned w/o alignment) and whether they scored better or worse, with the two-sided sign "
         "test's p.",
         "",
-        "| method | users aligned | personas changed | failed | stopped by | queries | answers changed | better | worse "
-        "| p |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| method | users aligned | personas changed | evidence weights changed | failed | stopped by | queries "
+        "| answers changed | better | worse | p |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for e in effects:
         stops = ", ".join(f"{reason} × {n}" for reason, n in e["stop_reasons"].items()) or "—"
-        cells = [labels.get(e["method"], e["method"]), str(e["users"]), str(e["personas_changed"]), str(e["failed"])]
+        cells = [
+            labels.get(e["method"], e["method"]),
+            str(e["users"]),
+            str(e["personas_changed"]),
+            _weights_changed(e),
+            str(e["failed"]),
+        ]
         counts = [str(e[k]) for k in ("queries", "answers_changed", "better", "worse")]
         counts.append(f"{e['p_value']:.3f}" if "p_value" in e else "—")
         lines.append("| " + " | ".join([*cells, stops, *counts]) + " |")
     mismatch = _profile_mismatch_note(effects, labels, "what alignment did")
     return [*lines, "", *mismatch, *_persona_check_note(effects, labels)]
+
+
+def _weights_changed(effect: dict[str, Any]) -> str:
+    """How many alignments changed the evidence weights, of those whose set-up row says ("—": none says)."""
+    recorded = effect.get("weights_recorded", 0)
+    if not recorded:
+        return "—"
+    changed = str(effect.get("weights_changed", 0))
+    return changed if recorded == effect["users"] else f"{changed} of {recorded} recorded"
 
 
 def _persona_check_note(effects: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:

@@ -220,6 +220,11 @@ class UserSetup:
             persona_chars=len(persona.text),
             stop_reason=trace.get("stop_reason"),
             **({"persona_check": trace["persona_check"]} if "persona_check" in trace else {}),
+            **(
+                {"weights_changed": bool((trace.get("evidence_fit") or {}).get("adopted"))}
+                if spec.mode == "planned"
+                else {}
+            ),
         )
         self.personas[strategy] = persona
         if cached.get("evidence_weights"):

@@ -93,7 +93,21 @@ def test_the_report_prints_what_alignment_did(full_run):
     assert effect["personas_changed"] == sum(r["persona_version"] > 0 for r in setups)
     assert sum(effect["stop_reasons"].values()) == len(setups)
     markdown = full_run.result.markdown.read_text()
-    assert f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | 0 | " in markdown
+    assert f"| PersonaAgent | {len(setups)} | {effect['personas_changed']} | — | 0 | " in markdown
+    # the planned agent's alignment rows say whether its evidence weights changed, as its saved state does
+    planned = [r for r in results["setup"] if r["stage"] == "align:persona_aligner:planned"]
+    states = {
+        s["user_id"]: s for s in (json.loads(p.read_text()) for p in (full_run.result.run_dir / "state").glob("*.json"))
+    }
+    assert planned and all(isinstance(r["weights_changed"], bool) for r in planned)
+    fits = [s["alignments"]["persona_aligner:planned"]["trace"]["evidence_fit"] for s in states.values()]
+    assert sorted(r["weights_changed"] for r in planned) == sorted(bool(f and f["adopted"]) for f in fits)
+    planned_effect = next(e for e in results["alignment_effects"] if e["method"] == "planned")
+    assert planned_effect["weights_recorded"] == len(planned)
+    # and the planned agent's goal is checked criterion by criterion (these runs are far too small to meet it)
+    goal = results["goal"]
+    assert goal["met"] is False and [c["name"] for c in goal["criteria"]][:1] == ["queries"]
+    assert "Goal check of the planned agent: **not met**" in markdown and "| queries | no |" in markdown
     # GEPA and COPRO rows record what PersonaAligner's checks say of their (well-formed) personas
     for strategy in ("gepa", "copro"):
         rows = [r for r in results["setup"] if r["stage"] == f"align:{strategy}"]
@@ -119,3 +133,19 @@ def test_answers_under_another_profile_build_are_not_counted_as_alignment_effect
     (effect,) = alignment_effects(LAMP_2N, {"no_alignment": unaligned, "persona_agent+gepa": gepa}, {})
     assert (effect.queries, effect.answers_changed, effect.better, effect.worse) == (1, 1, 1, 0)
     assert effect.profile_mismatch == 1
+
+
+def test_planned_alignment_counts_the_evidence_weights_it_changed():
+    unaligned = [_row("planned_no_alignment", "q1", "sports", "politics")]
+    aligned = [_row("planned", "q1", "politics", "politics")]
+    setups = {
+        "align:persona_aligner:planned": [
+            _setup("u", 0, "all_match", weights_changed=True),
+            _setup("v", 0, "completed", weights_changed=False),
+            _setup("w", 0, "all_match"),  # a row from before it was recorded
+        ]
+    }
+    by_method = {"planned_no_alignment": unaligned, "planned": aligned}
+    (effect,) = alignment_effects(LAMP_2N, by_method, setups)
+    assert (effect.personas_changed, effect.weights_recorded, effect.weights_changed) == (0, 2, 1)
+    assert (effect.answers_changed, effect.better) == (1, 1)

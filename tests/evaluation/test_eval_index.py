@@ -16,6 +16,8 @@ from persona_agent.evaluation.results_index import (
     RESULTS_BEGIN,
     RESULTS_END,
     default_page,
+    goal_lines,
+    headline_runs,
     headline_table,
     load_runs,
     render_index,
@@ -40,7 +42,7 @@ def test_committed_index_page_is_what_the_runs_generate():
 def test_readme_results_table_is_what_the_runs_generate():
     readme = REPO / "README.md"
     block = _readme_block(readme.read_text(encoding="utf-8"))
-    assert block == headline_table(load_runs(RUNS), REPO), f"README.md's results table {STALE}"
+    assert block == headline_table(headline_runs(load_runs(RUNS)), REPO), f"README.md's results table {STALE}"
     assert "benchmarks/results/README.md" in readme.read_text(encoding="utf-8")
 
 
@@ -63,7 +65,7 @@ def test_index_command_regenerates_and_a_hand_edit_is_caught(tmp_path):
     assert page.read_text(encoding="utf-8") == render_index(runs, page.parent)
     assert "](eval/lamp3/local-20u-3q-seed0/results.md)" in page.read_text(encoding="utf-8")
     text = readme.read_text(encoding="utf-8")
-    assert _readme_block(text) == headline_table(runs, tmp_path) and "old figures" not in text
+    assert _readme_block(text) == headline_table(headline_runs(runs), tmp_path) and "old figures" not in text
     assert text.startswith("# Title\n") and text.endswith(f"{RESULTS_END}\n\nmore\n")
     assert "](results/eval/lamp2n/local-20u-3q-seed0/results.md)" in text
 
@@ -85,3 +87,65 @@ def test_index_errors_without_runs_or_markers(tmp_path):
     assert outcome.exit_code == 2 and "results.json" in outcome.output
     with pytest.raises(InvalidInputError, match="markers"):
         splice("# no markers\n", "table")
+
+
+def _run(task: str, run: str, expected: int, complete: bool, methods=("majority",)) -> dict:
+    summary = [
+        {
+            "method": m,
+            "label": m,
+            "group": "floor" if m == "majority" else "baseline",
+            "n_expected": expected,
+            "n_queries": expected,
+            "metrics": {"accuracy": {"estimate": 0.5}},
+            "per_sample": {"calls": 0, "tokens": 0, "seconds": 0},
+        }
+        for m in methods
+    ]
+    return {
+        "task": task,
+        "run": run,
+        "complete": complete,
+        "summary": summary,
+        "_markdown": Path(f"/r/{task}/{run}/results.md"),
+    }
+
+
+def test_the_readme_shows_one_run_per_task_the_largest_complete_one():
+    runs = [
+        _run("LaMP-2N", "small", 60, True),
+        _run("LaMP-2N", "big-partial", 300, False),
+        _run("LaMP-3", "big-partial", 300, False),
+        _run("LaMP-3", "tiny-partial", 10, False),
+        _run("LaMP-2M", "a", 60, True),
+        _run("LaMP-2M", "b", 300, True),
+    ]
+    chosen = {r["task"]: r["run"] for r in headline_runs(runs)}
+    # a complete run wins over a larger partial one; without a complete run, the largest partial one
+    assert chosen == {"LaMP-2N": "small", "LaMP-3": "big-partial", "LaMP-2M": "b"}
+
+
+def test_runs_of_the_planned_agent_headline_it_and_state_their_goal():
+    run = _run("LaMP-2N", "r", 300, True, ("majority", "rag", "pag", "planned", "planned_no_alignment"))
+    run.update(title="news", primary_metric="accuracy", lower_is_better={}, config={"lm": "local"})
+    table = headline_table([run], Path("/r"))
+    assert [line.split(" | ")[2] for line in table.splitlines()[2:]] == [
+        "best no-LM floor: majority",
+        "rag",
+        "pag",
+        "planned",
+        "planned_no_alignment",
+    ]
+    run["goal"] = {
+        "met": False,
+        "criteria": [
+            {"name": "queries", "met": True, "measured": "300 answered"},
+            {"name": "beats RAG", "met": False, "measured": "rag: 3 wins, 4 losses"},
+        ],
+    }
+    assert goal_lines([run], Path("/r")) == [
+        "Goal check of the planned agent (each run page's table has every criterion):",
+        "",
+        "- [LaMP-2N `r`](LaMP-2N/r/results.md): not met: beats RAG (rag: 3 wins, 4 losses).",
+        "",
+    ]
