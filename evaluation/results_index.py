@@ -4,8 +4,9 @@ generated from the runs' `results.json`, so no figure is copied by hand.
 A runs root holds `<task>/<run>/results.json` (what `persona-agent eval run --out ROOT` writes). The page sits
 beside the root (`ROOT/../README.md`); its headline table links each run's `results.md`, which holds the
 intervals, the paper's figures, the query-by-query tables and the command that reproduces the run. The same
-table, one run per task (`headline_runs`), may be spliced into another Markdown file between `RESULTS_BEGIN` and
-`RESULTS_END` (the repository's README), so both stay equal to the runs; `tests/evaluation/test_eval_index.py` checks the committed pages.
+table, one run per task (`headline_runs`), may be spliced into another Markdown file between `RESULTS_BEGIN`
+and `RESULTS_END` (the repository's README), so both stay equal to the runs; `tests/evaluation/test_eval_index.py`
+checks the committed pages.
 """
 
 from __future__ import annotations
