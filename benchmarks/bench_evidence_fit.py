@@ -105,11 +105,11 @@ def collect(task: str, n_users: int, window: int, data: Path) -> None:
         knowledge=knowledge, align_threads=1, status=lambda text: None,
     )  # fmt: skip
     lm = make_lm("local")
-    command = shlex.join(["python", "benchmarks/bench_evidence_fit.py", *sys.argv[1:]])
+    argv = ["DIR" if i and sys.argv[i - 1] == "--data" else arg for i, arg in enumerate(sys.argv)][1:]
+    command = shlex.join(["python", "benchmarks/bench_evidence_fit.py", *argv])  # the data folder's path left out
     with dspy.context(lm=lm, adapter=adapter_for(lm)), path.open("a") as out:
-        if not done:
-            meta = {"kind": "meta", "command": command, "date": datetime.now(UTC).date().isoformat(), "window": window}
-            out.write(json.dumps(meta) + "\n")
+        meta = {"kind": "meta", "command": command, "date": datetime.now(UTC).date().isoformat(), "window": window}
+        out.write(json.dumps(meta) + "\n")  # one per invocation: the records say every command that made them
         for user in users[:n_users]:
             key = user_key(setup.task.name, user.user_id)
             if key in done:
@@ -134,7 +134,7 @@ def _split(diffs: list[float]) -> dict[str, Any]:
 def analyse(path: Path) -> dict[str, Any]:
     """The analysis of one task's records (module docstring, step 2)."""
     lines = [json.loads(line) for line in path.open()]
-    meta = next((r for r in lines if r.get("kind") == "meta"), {})
+    metas = [r for r in lines if r.get("kind") == "meta"]
     by_user: dict[str, list[tuple[int, Evidence, str]]] = {}
     for r in lines:
         if r.get("kind") != "meta" and r.get("evidence"):
@@ -164,7 +164,7 @@ def analyse(path: Path) -> dict[str, Any]:
         weights = _best([x for k, w in users.items() if k != u for x in w], default, GRID, True)
         population += [hard_score(e, weights, g) - hard_score(e, default, g) for e, g in v]
     return {
-        "records": {"command": meta.get("command"), "date": meta.get("date"), "window": meta.get("window")},
+        "records": [{key: m.get(key) for key in ("command", "date", "window")} for m in metas],
         "users": len(users),
         "items": len(items),
         "score": "accuracy" if not (items and items[0][0].ordinal) else "minus the absolute rating error",
