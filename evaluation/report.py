@@ -11,7 +11,8 @@ all of them answered (`paired`): that table, and the chart, are the like-for-lik
 Beside the means, PersonaAgent meets every other method query by query (`head_to_head`; its planned mode too,
 `planned_head_to_head`): wins, losses, ties and a sign test, which say where it gains and where it loses when
 the means are close. The other alignment
-strategies (GEPA, COPRO) also meet each other (`strategy_head_to_head`). Two answers that both
+strategies (GEPA, COPRO) also meet each other (`strategy_head_to_head`). A run of the planned agent also says,
+criterion by criterion, whether its goal holds (`goal`, from `goal.goal_check`). Two answers that both
 read the user's profile are compared only when made under the same build of it: a resumed run whose `state/`
 is gone rebuilds the profile, and the LM may write it differently (`_number_profile_builds`).
 
