@@ -43,7 +43,7 @@ from benchlib import data_folder, machine, write_json  # benchmarks/benchlib.py,
 from persona_agent.core.config import Settings
 from persona_agent.core.records import user_key
 from persona_agent.evaluation.head_to_head import sign_test
-from persona_agent.optimizers.evidence_fit import GRID, _best, fit_weights, hard_score
+from persona_agent.optimizers.evidence_fit import GRID, best_weights, fit_weights, hard_score
 from persona_agent.programs.evidence import Evidence, EvidenceWeights
 
 RESULTS = Path(__file__).parent / "results" / "bench_evidence_fit.json"
@@ -155,13 +155,13 @@ def analyse(path: Path) -> dict[str, Any]:
                 if gate:
                     weights = fit_weights(v[:i], default, min_records=minimum).weights
                 else:
-                    weights = _best(v[:i], default, GRID, True) if i >= minimum else default
+                    weights = best_weights(v[:i], default, GRID, True) if i >= minimum else default
                 e, g = v[i]
                 diffs.append(hard_score(e, weights, g) - hard_score(e, default, g))
         rules[f"min {minimum} records, {'leave-one-out gate' if gate else 'no gate'}"] = _split(diffs)
     population = []
     for u, v in users.items():
-        weights = _best([x for k, w in users.items() if k != u for x in w], default, GRID, True)
+        weights = best_weights([x for k, w in users.items() if k != u for x in w], default, GRID, True)
         population += [hard_score(e, weights, g) - hard_score(e, default, g) for e, g in v]
     return {
         "records": [{key: m.get(key) for key in ("command", "date", "window")} for m in metas],

@@ -90,9 +90,11 @@ def _scores(records: Sequence[tuple[Evidence, str]], weights: EvidenceWeights) -
     return hard, soft
 
 
-def _best(
+def best_weights(
     records: Sequence[tuple[Evidence, str]], current: EvidenceWeights, grid: Sequence[float], use_lm: bool
 ) -> EvidenceWeights:
+    """The grid's best weights on the records, with no leave-one-out check (`fit_weights` adds it): the metric,
+    then the soft score, then the nearest to `current`."""
     return max(
         candidates(grid, use_lm=use_lm),
         key=lambda w: (*(round(s, 9) for s in _scores(records, w)), -_distance(w, current)),
@@ -111,7 +113,7 @@ def fit_weights(
     `current` (see the module docstring)."""
     if not records:
         raise ValueError("fitting evidence weights needs at least one record")
-    proposed = _best(records, current, grid, use_lm)
+    proposed = best_weights(records, current, grid, use_lm)
     hard, soft = _scores(records, proposed)
     base_hard, base_soft = _scores(records, current)
     cv: float | None = None
@@ -119,7 +121,7 @@ def fit_weights(
         adopted, reason = False, f"{len(records)} records, fewer than {max(2, min_records)}"
     else:
         held_out = [
-            hard_score(ev, _best([*records[:i], *records[i + 1 :]], current, grid, use_lm), gold)
+            hard_score(ev, best_weights([*records[:i], *records[i + 1 :]], current, grid, use_lm), gold)
             for i, (ev, gold) in enumerate(records)
         ]
         cv = sum(held_out) / len(held_out)
