@@ -4,7 +4,12 @@ Three distributions over the allowed answers meet here: the model's (`ChoiceAdap
 user's nearest past items (a similarity-weighted vote) and the user's own label frequencies (a prior).
 They combine as a weighted sum of log-probabilities (a product of experts); the weights are a per-user
 parameter of the compiled program (fitted by `persona_agent.optimizers.evidence_fit`), saved in its
-state beside the persona. With the model's weight at 0 the combination is a no-LM floor, which the
+state beside the persona. Before any fit, `default_weights` multiplies the model's distribution by the
+user's prior for categories (a user who gave most past items one label mostly gives it again, which the
+model alone overrides) and trusts the model alone for ratings (a user's rating frequencies pulled answers
+away from the model's better estimate); both choices were measured on dev users' history, never a report query
+(`benchmarks/bench_evidence_fit.py`). The prior is smoothed by one pseudo-count spread over the labels, so
+a user's single past label is a preference, not a filter. With the model's weight at 0 the combination is a no-LM floor, which the
 evaluation reports as one, so the model must add to the memory's own evidence to earn its call.
 
 Ordinal labels (ratings) answer with the weighted median of the combined distribution, which minimises
@@ -21,11 +26,13 @@ from persona_agent.core.errors import InvalidInputError
 
 LM_FLOOR = 1e-4  # a label the model gave no mass is unlikely, not impossible
 MEMORY_FLOOR = 1e-3
+PRIOR_PSEUDOCOUNT = 1.0  # Dirichlet smoothing of the user's label frequencies, spread evenly over the labels
 
 
 @dataclass(frozen=True)
 class EvidenceWeights:
-    """How much each source counts, per user. The default trusts the model alone."""
+    """How much each source counts, per user. The bare default trusts the model alone; an agent starts from
+    `default_weights` of its labels."""
 
     lm: float = 1.0
     vote: float = 0.0
@@ -66,12 +73,20 @@ def neighbour_vote(neighbours: Iterable[tuple[str, float]], labels: Sequence[str
 
 
 def label_prior(past_labels: Iterable[str], labels: Sequence[str]) -> dict[str, float]:
-    """The user's own label frequencies (uniform when they have none)."""
-    counts = dict.fromkeys(labels, 0.0)
+    """The user's own label frequencies, smoothed by `PRIOR_PSEUDOCOUNT` (uniform when they have none)."""
+    counts = dict.fromkeys(labels, PRIOR_PSEUDOCOUNT / len(labels))
     for label in past_labels:
         if label in counts:
             counts[label] += 1.0
     return _normalised(counts, labels)
+
+
+def default_weights(labels: Sequence[str] | None) -> EvidenceWeights:
+    """The weights an agent starts from (see the module docstring): the model times the user's label prior for
+    categories; the model alone for ratings and open answers."""
+    if labels and not is_ordinal(labels):
+        return EvidenceWeights(lm=1.0, vote=0.0, prior=1.0)
+    return EvidenceWeights()
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from dspy.utils.exceptions import AdapterParseError
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.lm.excerpts import error_excerpt
 from persona_agent.lm.models import is_local
-from persona_agent.programs.evidence import EvidenceWeights
+from persona_agent.programs.evidence import EvidenceWeights, default_weights
 from persona_agent.programs.persona import GENERIC_INSTRUCTIONS, Persona
 from persona_agent.programs.planned import planned_steps
 from persona_agent.programs.steps import Predict, Steps, UseTool, run_async, run_sync
 from persona_agent.programs.tools import ALL_TOOLS, ToolContext, make_tools
-from persona_agent.signatures.tasks import PersonalizedRequest
+from persona_agent.signatures.tasks import PersonalizedRequest, labels_of
 from persona_agent.stores.knowledge import KnowledgeBase
 from persona_agent.stores.memory import MemoryStore
 from persona_agent.stores.validation import to_utc_naive, validate_k, validate_user_id
@@ -102,7 +102,8 @@ class PersonaAgent(dspy.Module):
             resolved at each call from the LM in use and reported as `mode` on the prediction.
         k: past interactions given as demos in planned mode.
         evidence_weights: per-user weights of the model's, the neighbours' and the user's label evidence
-            (planned mode, closed label sets); a compile fits them, the state saves them.
+            (planned mode, closed label sets); a compile fits them, the state saves them. By default
+            `default_weights` of the signature's labels (the model times the user's prior for categories).
         clip_words: planned mode cuts each demo and the request to this many words for a closed-set answer.
     """
 
@@ -132,8 +133,8 @@ class PersonaAgent(dspy.Module):
         self.mode = mode
         self.k = k
         self.clip_words = clip_words
-        self.evidence_weights = evidence_weights or EvidenceWeights()
         self.task_signature = ensure_signature(signature)
+        self.evidence_weights = evidence_weights or default_weights(labels_of(self.task_signature))
         self.user_id = validate_user_id(user_id)
         validate_k(max_iters, "max_iters")
         self.store = store

@@ -99,7 +99,8 @@ def test_an_update_that_only_ties_on_held_out_interactions_is_not_kept(store):
 
 
 def planned_alice(store) -> tuple[ScriptedLM, PersonaAgent, list]:
-    """A critic that proposes an art-lover persona, alice's planned agent, and her latest three interactions."""
+    """A critic that proposes an art-lover persona, alice's planned agent trusting the model alone (so that her
+    memory's evidence is what a fit can add), and her latest three interactions."""
     critic = ScriptedLM(
         {
             LOSS: {"matches": False, "critique": "The user files art under culture & arts."},
@@ -115,6 +116,7 @@ def planned_alice(store) -> tuple[ScriptedLM, PersonaAgent, list]:
         mode="planned",
         k=3,
         allow_updates=False,
+        evidence_weights=EvidenceWeights(),
     )
     return critic, student, trainset_from_store(store, "alice", CategorizeArticle, n=3)
 

@@ -14,9 +14,9 @@ from dspy.utils.exceptions import AdapterParseError
 from persona_agent.core.errors import InvalidInputError
 from persona_agent.lm.engine import LlamaEngine
 from persona_agent.programs.choice import ChoiceAdapter, label_scores, match_label
-from persona_agent.programs.evidence import EvidenceWeights
+from persona_agent.programs.evidence import EvidenceWeights, default_weights
 from persona_agent.programs.persona_agent import PersonaAgent, resolve_mode
-from persona_agent.signatures.tasks import CategorizeArticle, PersonalizedRequest
+from persona_agent.signatures.tasks import CategorizeArticle, PersonalizedRequest, labels_of
 from persona_agent.testing import ScriptedLM
 from tests.programs.conftest import T0
 
@@ -140,6 +140,19 @@ def test_model_weight_zero_answers_from_memory_without_a_call(store):
     assert out.category == "politics"
 
 
+def test_a_new_agent_weighs_the_users_label_prior_with_the_model(store):
+    # alice wrote two politics articles of four; the model leans a little to sports
+    lm, engine = fake_lm("sports", {"sports": 0.45, "politics": 0.4, "travel": 0.15})
+    agent = PersonaAgent(CategorizeArticle, user_id="alice", store=store, mode="planned", k=1, task="news")
+    assert agent.evidence_weights == EvidenceWeights(lm=1.0, vote=0.0, prior=1.0)
+    with dspy.context(lm=lm):
+        out = agent(article="A new museum opens downtown", as_of=T0 + timedelta(days=10))
+        alone = agent.with_evidence_weights(EvidenceWeights())(article="A new museum opens downtown", as_of=T0 + timedelta(days=10))
+    assert len(engine.requests) == 2
+    assert out.category == "politics" and alone.category == "sports"
+    assert out.evidence["prior"]["politics"] > out.evidence["prior"]["sports"] > out.evidence["prior"]["travel"] > 0
+
+
 def test_auto_mode_is_planned_for_the_local_model_only(tmp_path):
     local = dspy.LM("local/x", engine=LlamaEngine("local", lambda: tmp_path / "none.gguf"))
     assert resolve_mode("auto", local) == "planned"
@@ -162,6 +175,6 @@ def test_mode_and_weights_are_saved_in_the_state(store, tmp_path):
     del state["answer"]
     state["persona_agent"] = {"user_id": "alice", "persona": None}
     old = PersonaAgent(CategorizeArticle, user_id="alice", store=store).load_state(state)
-    assert old.mode == "auto" and old.evidence_weights == EvidenceWeights()
+    assert old.mode == "auto" and old.evidence_weights == default_weights(labels_of(CategorizeArticle))
     with pytest.raises(InvalidInputError, match=r"evidence_weights\.vote"):
         EvidenceWeights(lm=1.0, vote=-1.0)
