@@ -5,15 +5,17 @@ prior) combined under per-user weights that alignment fits on the user's latest 
 history only (never an evaluation query), whether such a fit would help the next answer:
 
 1. `--collect` (the local LM, ~7 s a call): for dev users (the seed-1 sample minus the seed-0 evaluation sample),
-   the planned agent (no persona, default weights: the model alone) answers each of the user's `--window` latest
+   the planned agent (no persona, the model alone) answers each of the user's `--window` latest
    items before their first query, each at its own time (memory holds only what precedes it); each answer's
    evidence and the truth are appended to a records file outside the repository (labels and probabilities, hashed
    user keys: no data text).
 2. The analysis (no LM, seconds): prequentially, per user, weights fitted on the items before item i answer item i,
-   against the default weights: better / worse answers and a two-sided sign test, for the fitting rules tried
+   against the model alone: better / worse answers and a two-sided sign test, for the fitting rules tried
    (minimum records, with and without the leave-one-out gate alignment uses); fixed combinations; and weights
-   fitted on the other users' items (a population fit, leave one user out). With `--data`, the number of items
-   each evaluation user has before their first query (what alignment can learn from) is added.
+   fitted on the other users' items (a population fit, leave one user out); and the weights an agent starts
+   from (`default_weights` of the task's labels) against the model alone and the user's prior alone. With
+   `--data`, the number of items each evaluation user has before their first query (what alignment can learn
+   from) is added. Records collected before the prior was smoothed are re-smoothed from their label counts.
 
     python benchmarks/bench_evidence_fit.py --collect --task lamp2m --users 14 --data DIR   # hours of LM at most
     python benchmarks/bench_evidence_fit.py --data DIR        # the analysis of every task collected -> JSON
@@ -24,6 +26,7 @@ Writes benchmarks/results/bench_evidence_fit.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -44,7 +47,7 @@ from persona_agent.core.config import Settings
 from persona_agent.core.records import user_key
 from persona_agent.evaluation.head_to_head import sign_test
 from persona_agent.optimizers.evidence_fit import GRID, best_weights, fit_weights, hard_score
-from persona_agent.programs.evidence import Evidence, EvidenceWeights
+from persona_agent.programs.evidence import Evidence, EvidenceWeights, default_weights, label_prior
 
 RESULTS = Path(__file__).parent / "results" / "bench_evidence_fit.json"
 TASKS = ("lamp2n", "lamp2m", "lamp3")
@@ -55,6 +58,7 @@ FIXED = {
     "prior alone": EvidenceWeights(0, 0, 1),
     "model + vote": EvidenceWeights(1, 1, 0),
     "model + vote + prior": EvidenceWeights(1, 1, 1),
+    "model + prior": EvidenceWeights(1, 0, 1),
 }
 RULES = ((3, True), (6, True), (3, False), (6, False))  # (minimum records, leave-one-out gate)
 
@@ -131,6 +135,19 @@ def _split(diffs: list[float]) -> dict[str, Any]:
     return {"items": len(diffs), "better": better, "worse": worse, "p": round(sign_test(better, worse), 4)}
 
 
+def current_prior(evidence: Evidence) -> Evidence:
+    """`evidence` with its prior as today's `label_prior` makes it. An unsmoothed prior (some label at 0) is
+    the user's label counts over their total: the least total that makes every count whole recovers them."""
+    if all(value > 0 for value in evidence.prior.values()):
+        return evidence
+    for total in range(1, 10_001):
+        counts = {label: evidence.prior.get(label, 0.0) * total for label in evidence.labels}
+        if all(abs(c - round(c)) < 1e-6 for c in counts.values()):
+            past = [label for label, c in counts.items() for _ in range(round(c))]
+            return dataclasses.replace(evidence, prior=label_prior(past, evidence.labels))
+    raise ValueError(f"no label counts give the prior {evidence.prior}")
+
+
 def analyse(path: Path) -> dict[str, Any]:
     """The analysis of one task's records (module docstring, step 2)."""
     lines = [json.loads(line) for line in path.open()]
@@ -138,13 +155,14 @@ def analyse(path: Path) -> dict[str, Any]:
     by_user: dict[str, list[tuple[int, Evidence, str]]] = {}
     for r in lines:
         if r.get("kind") != "meta" and r.get("evidence"):
-            by_user.setdefault(r["user"], []).append((r["pos"], Evidence.from_dict(r["evidence"]), r["gold"]))
+            evidence = current_prior(Evidence.from_dict(r["evidence"]))
+            by_user.setdefault(r["user"], []).append((r["pos"], evidence, r["gold"]))
     users = {u: [(e, g) for _, e, g in sorted(v, key=lambda x: x[0])] for u, v in by_user.items()}
     items = [x for v in users.values() for x in v]
-    default = EvidenceWeights()
+    model_alone = FIXED["model alone"]
 
     def versus(weights_for: Any) -> dict[str, Any]:
-        return _split([hard_score(e, weights_for(e), g) - hard_score(e, default, g) for e, g in items])
+        return _split([hard_score(e, weights_for(e), g) - hard_score(e, model_alone, g) for e, g in items])
 
     fixed = {name: round(statistics.mean(hard_score(e, w, g) for e, g in items), 3) for name, w in FIXED.items()}
     rules = {}
@@ -153,16 +171,23 @@ def analyse(path: Path) -> dict[str, Any]:
         for v in users.values():
             for i in range(1, len(v)):
                 if gate:
-                    weights = fit_weights(v[:i], default, min_records=minimum).weights
+                    weights = fit_weights(v[:i], model_alone, min_records=minimum).weights
                 else:
-                    weights = best_weights(v[:i], default, GRID, True) if i >= minimum else default
+                    weights = best_weights(v[:i], model_alone, GRID, True) if i >= minimum else model_alone
                 e, g = v[i]
-                diffs.append(hard_score(e, weights, g) - hard_score(e, default, g))
+                diffs.append(hard_score(e, weights, g) - hard_score(e, model_alone, g))
         rules[f"min {minimum} records, {'leave-one-out gate' if gate else 'no gate'}"] = _split(diffs)
+    start = default_weights(items[0][0].labels) if items else EvidenceWeights()
+    prior_alone = FIXED["prior alone"]
+    starting = {
+        "weights": start.to_dict(),
+        "vs_model_alone": versus(lambda e: start),
+        "vs_prior_alone": _split([hard_score(e, start, g) - hard_score(e, prior_alone, g) for e, g in items]),
+    }
     population = []
     for u, v in users.items():
-        weights = best_weights([x for k, w in users.items() if k != u for x in w], default, GRID, True)
-        population += [hard_score(e, weights, g) - hard_score(e, default, g) for e, g in v]
+        weights = best_weights([x for k, w in users.items() if k != u for x in w], model_alone, GRID, True)
+        population += [hard_score(e, weights, g) - hard_score(e, model_alone, g) for e, g in v]
     return {
         "records": [{key: m.get(key) for key in ("command", "date", "window")} for m in metas],
         "users": len(users),
@@ -174,6 +199,7 @@ def analyse(path: Path) -> dict[str, Any]:
         },
         "per_user_fit_vs_model_alone": rules,
         "population_fit_vs_model_alone": _split(population),
+        "default_weights": starting,
     }
 
 
