@@ -23,7 +23,7 @@ from persona_agent.core.errors import InvalidInputError, PersonaAgentError
 from persona_agent.stores.personas import PersonaRecord
 from persona_agent.tracking.tracker import Tracker
 
-__all__ = ["TrackJob", "Tracked", "TrackingPool", "track"]
+__all__ = ["TrackJob", "Tracked", "TrackingPool", "add_prompt", "log_run", "track"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,27 @@ class Tracked:
     error: str | None = None
 
 
+def log_run(tracker: Tracker, job: TrackJob) -> str:
+    """The job's run (params, metrics, artifacts, `model/` with `register_model`); its run id. Raises MLflow's
+    refusal (`PersonaAgentError`): the caller decides whether the version stands without a run."""
+    return tracker.log_version(
+        job.record,
+        document=job.document,
+        diff=job.diff,
+        trace=job.trace,
+        params=job.params,
+        register_model=job.register_model,
+        changed=job.changed,
+    )
+
+
+def add_prompt(tracker: Tracker, record: PersonaRecord, trace: Mapping[str, Any] | None) -> str:
+    """A prompt version for `record` (which carries its run id), tagged with the small-LM guard's check from the
+    trace so unsafe personas can be found in the prompt registry too; its number. Raises MLflow's refusal."""
+    check = (trace or {}).get("persona_check")
+    return tracker.prompts.add(record, check=None if check is None else str(check))
+
+
 _TRACKERS: dict[str, Tracker] = {}
 
 
@@ -67,23 +88,14 @@ def track(job: TrackJob) -> Tracked:
     tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(key, Tracker(job.settings))
     record, prompts = job.record, job.settings.mlflow_prompt_versions > 0
     try:
-        run_id = tracker.log_version(
-            record,
-            document=job.document,
-            diff=job.diff,
-            trace=job.trace,
-            params=job.params,
-            register_model=job.register_model,
-            changed=job.changed,
-        )
+        run_id = log_run(tracker, job)
     except PersonaAgentError as exc:
         return Tracked(record.user_id, record.version, job.changed, None, error=str(exc))
     error, model_version = None, None
     tracked = record.model_copy(update={"mlflow_run_id": run_id})
     try:
         if job.changed and prompts:
-            check = (job.trace or {}).get("persona_check")
-            tracker.prompts.add(tracked, check=None if check is None else str(check))
+            add_prompt(tracker, tracked, job.trace)
         live = job.live
         if live is not None and prompts:
             tracker.prompts.set_live(tracked if live.version == record.version and job.changed else live)
