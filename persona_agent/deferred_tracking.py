@@ -12,12 +12,11 @@ in MLflow after its erasure.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from persona_agent.stores.personas import PersonaRecord
 from persona_agent.tracking.offload import Tracked, TrackingPool, TrackJob
 
 __all__ = ["DeferredTracking"]
@@ -35,7 +34,7 @@ class DeferredTracking:
     """The pool (made on first use, kept until `close`), the submitted jobs and what they returned."""
 
     def __init__(self, owner: Any) -> None:
-        self.owner = owner  # the workspace: settings, registry, commit_lock
+        self.owner = owner  # the workspace: its registry and commit_lock
         self.active = False
         self._pool: TrackingPool | None = None
         self._processes = 0
@@ -56,25 +55,13 @@ class DeferredTracking:
             self.active = False
             self.drain(wait=True)
 
-    def base_job(self, user_id: str, previous: int) -> TrackJob | None:
-        """Version 0's own run, when a change starts from it untracked (as `_track_untracked_base` does inline)."""
-        base = self.owner.registry.get(user_id, previous)
-        if base.mlflow_run_id is not None or base.source != "init":
-            return None
-        register = self.owner.settings.mlflow_register_models
-        return self._job(base, None, {"action": "init"}, None, register, True, with_live=False)
-
-    def submit(
-        self, base_job: TrackJob | None, record: PersonaRecord, previous: int | None, run: Any, champion: bool
-    ) -> None:
-        """Queue the base's run (if any), then this version's; a user's jobs run in order in one process."""
+    def submit(self, jobs: Iterable[TrackJob]) -> None:
+        """Queue a commit's jobs (built by `VersionLifecycle._track_job`, the base's run first when it has none);
+        a user's jobs run in order in one process."""
         assert self._pool is not None
-        shown = record.model_copy(update=dict(run.shown)) if run.shown else record
-        job = self._job(shown, previous, dict(run.params), run.trace, run.register_model, run.changed, champion)
-        for item in (base_job, job):
-            if item is not None:
-                future = self._pool.submit(item)
-                self._pending.append(_Pending(item.record.user_id, item.record.version, item.changed, future))
+        for job in jobs:
+            future = self._pool.submit(job)
+            self._pending.append(_Pending(job.record.user_id, job.record.version, job.changed, future))
         self.drain(wait=False)
 
     def drain(self, *, wait: bool) -> None:
@@ -97,30 +84,3 @@ class DeferredTracking:
         if self._pool is not None:
             self._pool.close()
             self._pool, self._processes = None, 0
-
-    def _job(
-        self,
-        record: PersonaRecord,
-        previous: int | None,
-        params: dict[str, Any],
-        trace: Any,
-        register_model: bool,
-        changed: bool,
-        champion: bool = False,
-        *,
-        with_live: bool = True,
-    ) -> TrackJob:
-        registry, user = self.owner.registry, record.user_id
-        live = registry.live(user) if with_live else None
-        return TrackJob(
-            settings=self.owner.settings,
-            record=record,
-            document=registry.program(user, record.version),
-            diff="" if previous is None else registry.diff(user, previous, record.version),
-            trace=None if trace is None else dict(trace),
-            params=params,
-            register_model=register_model,
-            changed=changed,
-            live=None if live is None else registry.get(user, live.version),
-            champion=champion,
-        )

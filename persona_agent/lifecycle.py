@@ -35,6 +35,7 @@ from persona_agent.stores.personas import LiveState, PersonaRecord, PersonaRegis
 from persona_agent.stores.records import ForgetReport
 from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id
+from persona_agent.tracking.offload import TrackJob
 
 logger = logging.getLogger(__name__)
 
@@ -147,9 +148,13 @@ class VersionLifecycle:
                     f"user {user_id!r} was forgotten during the compile: its result was discarded"
                 )
             deferred = run is not None and self.deferred.active
-            base_job = self.deferred.base_job(user_id, previous) if deferred and previous is not None else None
-            if run is not None and previous is not None and not deferred:
-                self._track_untracked_base(user_id, previous)
+            jobs: list[TrackJob] = []  # a deferred commit's MLflow work, in the order its tracking process takes it
+            base = None if run is None or previous is None else self._untracked_base(user_id, previous)
+            if base is not None:
+                if deferred:
+                    jobs.append(self._track_job(base, None, self.action_run("init")))
+                else:
+                    self._log_run(base, None, self.action_run("init"))  # a failure here is only logged
             record, live = self._write(user_id, version)
             if live is not None:
                 self.programs.invalidate(user_id)
@@ -161,10 +166,14 @@ class VersionLifecycle:
             record = self.registry.get(user_id, record.version)
             model_version = None
             if deferred:
+                assert run is not None
                 champion = live is not None and (
                     self.settings.mlflow_register_models if register_model is None else register_model
                 )
-                self.deferred.submit(base_job, record, previous, run, champion)  # type: ignore[arg-type]
+                now = self.registry.live(user_id)  # the `live` alias's target, whether or not this commit moved it
+                current = None if now is None else self.registry.get(user_id, now.version)
+                jobs.append(self._track_job(record, previous, run, live=current, champion=champion))
+                self.deferred.submit(jobs)
                 return Committed(record=record, live=live)
             if live is not None and error is None:
                 model_version, error = self._champion(record, register_model)
@@ -243,13 +252,38 @@ class VersionLifecycle:
             return str(exc)
         return None
 
-    def _track_untracked_base(self, user_id: str, previous: int) -> None:
-        """Give the version a change starts from its own run if it has none: the initial version (v0) is made
-        without a run (on a first answer, where MLflow has no place), so its first compile or rollback logs it,
-        and every version in `personas list` and MLflow has a run. An MLflow failure here is only logged."""
+    def _untracked_base(self, user_id: str, previous: int) -> PersonaRecord | None:
+        """The version a change starts from when it still needs a run of its own: the initial version (v0) is
+        made without a run (on a first answer, where MLflow has no place), so its first compile or rollback logs
+        it, and every version in `personas list` and MLflow has a run."""
         base = self.registry.get(user_id, previous)
-        if base.mlflow_run_id is None and base.source == "init":
-            self._log_run(base, None, self.action_run("init"))
+        return base if base.mlflow_run_id is None and base.source == "init" else None
+
+    def _track_job(
+        self,
+        record: PersonaRecord,
+        previous: int | None,
+        run: RunDetails,
+        *,
+        live: PersonaRecord | None = None,
+        champion: bool = False,
+    ) -> TrackJob:
+        """The version's MLflow work as plain data read from the registry (the run reports `run.shown` over the
+        record and its diff against `previous`), for a tracking process (`persona_agent.tracking.offload.track`):
+        the driver holds DuckDB, so the commit reads everything the run needs here."""
+        user = record.user_id
+        return TrackJob(
+            settings=self.settings,
+            record=record.model_copy(update=dict(run.shown)) if run.shown else record,
+            document=self.registry.program(user, record.version),
+            diff="" if previous is None else self.registry.diff(user, previous, record.version),
+            trace=None if run.trace is None else dict(run.trace),
+            params=dict(run.params),
+            register_model=run.register_model,
+            changed=run.changed,
+            live=live,
+            champion=champion,
+        )
 
     def action_run(self, action: str) -> RunDetails:
         """The run of a version made outside a compile (a rollback, a registration, a reconciliation)."""
