@@ -35,7 +35,7 @@ from persona_agent.stores.personas import LiveState, PersonaRecord, PersonaRegis
 from persona_agent.stores.records import ForgetReport
 from persona_agent.stores.tokens import TokenRevocations
 from persona_agent.stores.validation import validate_user_id
-from persona_agent.tracking.offload import TrackJob
+from persona_agent.tracking.offload import TrackJob, add_prompt, log_run
 
 logger = logging.getLogger(__name__)
 
@@ -200,18 +200,10 @@ class VersionLifecycle:
 
     def _log_run(self, record: PersonaRecord, previous: int | None, run: RunDetails) -> tuple[str | None, str | None]:
         """Log the version's run and record its run id; (run id, None), or (None, error text) when MLflow failed
-        and the run is not `strict`."""
+        and the run is not `strict`. The run is the one a tracking process logs (`log_run` of the same job)."""
         try:
-            diff = "" if previous is None else self.registry.diff(record.user_id, previous, record.version)
-            run_id = self.tracker.log_version(
-                record.model_copy(update=dict(run.shown)) if run.shown else record,
-                document=self.registry.program(record.user_id, record.version),
-                diff=diff,
-                trace=run.trace,
-                params=run.params,
-                register_model=run.register_model,
-                changed=run.changed,
-            )
+            job = self._track_job(record, previous, run)
+            run_id = log_run(self.tracker, job)
         except PersonaAgentError as exc:
             if run.strict:
                 raise
@@ -227,9 +219,8 @@ class VersionLifecycle:
         the live version again, and reports)."""
         if self.settings.mlflow_prompt_versions <= 0:
             return
-        check = (trace or {}).get("persona_check")
         try:
-            self.tracker.prompts.add(record, check=None if check is None else str(check))
+            add_prompt(self.tracker, record, trace)
         except PersonaAgentError as exc:
             logger.warning("MLflow did not register the prompt of %s@v%s: %s", record.user_id, record.version, exc)
 
@@ -269,8 +260,9 @@ class VersionLifecycle:
         champion: bool = False,
     ) -> TrackJob:
         """The version's MLflow work as plain data read from the registry (the run reports `run.shown` over the
-        record and its diff against `previous`), for a tracking process (`persona_agent.tracking.offload.track`):
-        the driver holds DuckDB, so the commit reads everything the run needs here."""
+        record and its diff against `previous`). One builder for both paths, so a deferred run is the inline one:
+        `_log_run` logs it here, a deferred commit hands it to a tracking process (`persona_agent.tracking.offload`,
+        which cannot read DuckDB); `live` and `champion` only matter there."""
         user = record.user_id
         return TrackJob(
             settings=self.settings,

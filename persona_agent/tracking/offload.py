@@ -7,6 +7,9 @@ minute. `TrackingPool` runs it in separate processes: `track` gets everything it
 and returns the run id (`Tracked`); the driver records it in the registry. A user's jobs always go to the same
 process, in submission order (version 0's run before version 1's, the alias last). Processes are spawned (a fork
 of a process holding DuckDB, FAISS or llama.cpp threads is unsafe) and live as long as the pool.
+
+`log_run` and `add_prompt` are `track`'s MLflow steps; the inline commit (`persona_agent.lifecycle`) takes the same
+two, from a `TrackJob` built the same way, with its registry writes in between.
 """
 
 from __future__ import annotations
