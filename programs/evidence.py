@@ -7,10 +7,11 @@ parameter of the compiled program (fitted by `persona_agent.optimizers.evidence_
 state beside the persona. Before any fit, `default_weights` multiplies the model's distribution by the
 user's prior for categories (a user who gave most past items one label mostly gives it again, which the
 model alone overrides) and trusts the model alone for ratings (a user's rating frequencies pulled answers
-away from the model's better estimate); both choices were measured on dev users' history, never a report query
-(`benchmarks/bench_evidence_fit.py`). The prior is smoothed by one pseudo-count spread over the labels, so
-a user's single past label is a preference, not a filter. With the model's weight at 0 the combination is a no-LM floor, which the
-evaluation reports as one, so the model must add to the memory's own evidence to earn its call.
+away from the model's better estimate); both choices were measured on dev users' history, never a report
+query (`benchmarks/bench_evidence_fit.py`). The prior is smoothed by one pseudo-count spread over the
+labels, so a user's single past label is a preference, not a filter. With the model's weight at 0 the
+combination is a no-LM floor, which the evaluation reports as one, so the model must add to the memory's
+own evidence to earn its call.
 
 Ordinal labels (ratings) answer with the weighted median of the combined distribution, which minimises
 the expected absolute error; categories answer with its mode.

@@ -147,7 +147,9 @@ def test_a_new_agent_weighs_the_users_label_prior_with_the_model(store):
     assert agent.evidence_weights == EvidenceWeights(lm=1.0, vote=0.0, prior=1.0)
     with dspy.context(lm=lm):
         out = agent(article="A new museum opens downtown", as_of=T0 + timedelta(days=10))
-        alone = agent.with_evidence_weights(EvidenceWeights())(article="A new museum opens downtown", as_of=T0 + timedelta(days=10))
+        alone = agent.with_evidence_weights(EvidenceWeights())(
+            article="A new museum opens downtown", as_of=T0 + timedelta(days=10)
+        )
     assert len(engine.requests) == 2
     assert out.category == "politics" and alone.category == "sports"
     assert out.evidence["prior"]["politics"] > out.evidence["prior"]["sports"] > out.evidence["prior"]["travel"] > 0
