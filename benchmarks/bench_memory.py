@@ -160,8 +160,14 @@ def main() -> None:
             res = bench_search(size, (1000, 10_000), args.queries, work, embedder)
             print(json.dumps(res, indent=2), flush=True)
             report["search"].append(res)
+
+    def shown(value: object) -> str:  # paths relative to the working directory: the JSON names no machine's folders
+        if isinstance(value, list):
+            return " ".join(map(str, value))
+        return os.path.relpath(value) if isinstance(value, Path) and value.is_absolute() else str(value)
+
     report["command"] = "python benchmarks/bench_memory.py " + " ".join(
-        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items() if k != "data"
+        f"--{k} {shown(v)}" for k, v in vars(args).items() if k != "data"
     )
     write_json(args.out, report)
     print(f"wrote {args.out}")

@@ -3,6 +3,7 @@ reproduces it) and the seeded user sample."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shlex
@@ -27,6 +28,16 @@ def sample_users(dataset: EvalDataset, n: int, seed: int) -> list[EvalUser]:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower() or "lm"
+
+
+def _portable(path: Path) -> str:
+    """`path` as it reads from the working directory: a committed run's files name no machine's folders."""
+    if not path.is_absolute():
+        return str(path)
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive (Windows): no relative form
+        return str(path)
 
 
 def _positive(name: str, value: Any, minimum: int = 1) -> None:
@@ -98,7 +109,9 @@ class RunConfig:
 
     def as_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+        return {
+            k: (_portable(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in out.items()
+        }
 
     def command(self, methods: Sequence[str] | None = None) -> str:
         """The `persona-agent eval run` command that reproduces this run (every result-defining option explicit)."""
@@ -124,5 +137,7 @@ class RunConfig:
             args.append(("--data", self.data))
         if self.run_name is not None:
             args.append(("--run-name", self.run_name))
-        text = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in args)
+        text = " ".join(
+            f"{flag} {shlex.quote(_portable(value) if isinstance(value, Path) else str(value))}" for flag, value in args
+        )
         return f"persona-agent eval run {text}" + (" --lm-cache" if self.lm_cache else "")

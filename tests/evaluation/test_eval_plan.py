@@ -116,6 +116,18 @@ def test_config_names_its_folder_and_reproduces_itself(tmp_path):
         RunConfig(task="lamp3", run_name="a/b")
 
 
+def test_config_names_paths_from_the_working_directory_not_the_machine(tmp_path, monkeypatch):
+    """A committed run's reproduce line and config work on another checkout: no absolute folders in them."""
+    (tmp_path / "repo").mkdir()
+    monkeypatch.chdir(tmp_path / "repo")
+    config = RunConfig(task="2N", data=tmp_path / "shared" / "data", out=tmp_path / "repo" / "results")
+    argv = shlex.split(config.command())
+    assert argv[argv.index("--data") + 1] == "../shared/data"
+    assert argv[argv.index("--out") + 1] == "results"
+    assert config.as_dict()["data"] == "../shared/data" and config.as_dict()["out"] == "results"
+    assert str(tmp_path) not in config.command()
+
+
 def test_users_are_sampled_with_the_seed():
     dataset = news_dataset()
     assert [u.user_id for u in sample_users(dataset, 1, 0)] == [u.user_id for u in sample_users(dataset, 1, 0)]
