@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -86,7 +86,9 @@ _TRACKERS: dict[str, Tracker] = {}
 
 def track(job: TrackJob) -> Tracked:
     """Log the job's run, register its prompt version, move the aliases; in a pool process (one `Tracker` per
-    settings per process). MLflow's refusals come back as `error`, never raised: the version stands without it."""
+    settings per process). MLflow's refusals come back as `error`, never raised: the version stands without it.
+    As in the inline commit, each step after the run is tried on its own: a refused prompt version does not keep
+    the champion alias on an older version."""
     key = job.settings.model_dump_json()
     tracker = _TRACKERS.get(key) or _TRACKERS.setdefault(key, Tracker(job.settings))
     record, prompts = job.record, job.settings.mlflow_prompt_versions > 0
@@ -94,19 +96,23 @@ def track(job: TrackJob) -> Tracked:
         run_id = log_run(tracker, job)
     except PersonaAgentError as exc:
         return Tracked(record.user_id, record.version, job.changed, None, error=str(exc))
-    error, model_version = None, None
     tracked = record.model_copy(update={"mlflow_run_id": run_id})
-    try:
-        if job.changed and prompts:
-            add_prompt(tracker, tracked, job.trace)
-        live = job.live
-        if live is not None and prompts:
-            tracker.prompts.set_live(tracked if live.version == record.version and job.changed else live)
-        if job.champion:
-            model_version = tracker.set_champion(tracked, job.document)
-    except PersonaAgentError as exc:
-        error = str(exc)
-    return Tracked(record.user_id, record.version, job.changed, run_id, model_version, error)
+    errors: list[str] = []
+
+    def attempt(step: Callable[[], Any]) -> Any:
+        try:
+            return step()
+        except PersonaAgentError as exc:
+            errors.append(str(exc))
+            return None
+
+    live = job.live
+    if job.changed and prompts:
+        attempt(lambda: add_prompt(tracker, tracked, job.trace))
+    if live is not None and prompts:
+        attempt(lambda: tracker.prompts.set_live(tracked if live.version == record.version and job.changed else live))
+    model_version = attempt(lambda: tracker.set_champion(tracked, job.document)) if job.champion else None
+    return Tracked(record.user_id, record.version, job.changed, run_id, model_version, "; ".join(errors) or None)
 
 
 def _ready() -> bool:

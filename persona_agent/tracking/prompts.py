@@ -148,9 +148,17 @@ class PersonaPrompts:
             return None  # no prompt yet, or no live alias yet
 
     def _versions(self, name: str) -> Iterator[Any]:
+        """The prompt's versions; none when MLflow has no such prompt (never registered, or deleted there)."""
+        from mlflow.exceptions import MlflowException
+
         token = None
         while True:
-            page = self.client.search_prompt_versions(name, max_results=1000, page_token=token)
+            try:
+                page = self.client.search_prompt_versions(name, max_results=1000, page_token=token)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return
+                raise TrackingError(f"cannot list the versions of {name}: {exc}") from exc
             yield from page
             token = page.token
             if not token:

@@ -12,7 +12,10 @@ import dspy
 import pytest
 
 from persona_agent.compiling import CompileOptions, compile_user
+from persona_agent.core.errors import TrackingError
 from persona_agent.testing import ScriptedLM
+from persona_agent.tracking import offload
+from persona_agent.tracking.offload import TrackJob
 from persona_agent.tracking.tracker import model_name
 from tests.support import CONCISE, SECRET, SHORT, history, make_workspace
 
@@ -160,3 +163,44 @@ def test_the_sqlite_tracking_store_commits_through_a_write_ahead_log(workspace, 
     with sqlite3.connect(database) as con:
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert con.execute("SELECT count(*) FROM runs WHERE run_uuid = ?", (result.mlflow_run_id,)).fetchone()[0] == 1
+
+
+def _champion_version(ws, user: str) -> str:
+    model = ws.tracker.client.get_model_version_by_alias(model_name(user), "champion")
+    return model.tags["persona_version"]
+
+
+def test_a_refused_prompt_version_does_not_hold_the_champion_back_inline_or_in_a_tracking_process(
+    workspace, monkeypatch
+):
+    """The prompt registry and the registered model are separate: when MLflow refuses the prompt version, the
+    champion alias still follows the live version and the refusal is reported, whichever process tracks it."""
+
+    def refuse(record, check=None):
+        raise TrackingError("prompt registry refused the version")
+
+    monkeypatch.setattr(workspace.tracker.prompts, "add", refuse)
+    inline = compile_user(workspace, "alice", CompileOptions())  # the inline commit
+    assert inline.tracking_error and "refused" in inline.tracking_error
+    assert _champion_version(workspace, "alice") == "1"
+
+    registry = workspace.registry
+    record = registry.add(
+        "alice", "Answer in one line.", source="manual", parent=1, program=registry.program("alice", 1)
+    )
+    job = TrackJob(
+        settings=workspace.settings,
+        record=record,
+        document=registry.program("alice", record.version),
+        diff=registry.diff("alice", 1, record.version),
+        trace=None,
+        params={"action": "promote"},
+        register_model=True,
+        changed=True,
+        live=record,
+        champion=True,
+    )
+    monkeypatch.setattr(offload, "_TRACKERS", {workspace.settings.model_dump_json(): workspace.tracker})
+    tracked = offload.track(job)  # what a tracking process runs
+    assert tracked.run_id and tracked.error and "refused" in tracked.error
+    assert tracked.model_version is not None and _champion_version(workspace, "alice") == str(record.version)
