@@ -138,10 +138,9 @@ class Tracker:
         }
         if trace and "persona_check" in trace:  # GEPA/COPRO: find unsafe personas with a run filter
             tags["persona_check"] = str(trace["persona_check"])
-        experiment_id = self.experiment_id
         with _LIVE_LOCK:
-            try:
-                run = client.create_run(experiment_id, tags=tags)
+            try:  # the experiment lookup too: it is a first call to a store that may be out of reach
+                run = client.create_run(self.experiment_id, tags=tags)
             except Exception as exc:
                 raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
             run_id = run.info.run_id

@@ -204,3 +204,26 @@ def test_a_refused_prompt_version_does_not_hold_the_champion_back_inline_or_in_a
     tracked = offload.track(job)  # what a tracking process runs
     assert tracked.run_id and tracked.error and "refused" in tracked.error
     assert tracked.model_version is not None and _champion_version(workspace, "alice") == str(record.version)
+
+
+def _refused(*args, **kwargs):
+    from mlflow.exceptions import MlflowException
+
+    raise MlflowException("API request to http://mlflow.internal:5000 failed: connection refused")
+
+
+def test_an_unreachable_tracking_store_is_a_tracking_error_and_a_promote_stands(tracking_home, embedder, monkeypatch):
+    """MLflow out of reach (its first call, the experiment lookup, refused) is a `TrackingError`: a compile raises
+    it, a promote stands in DuckDB and reports it; neither lets MLflow's own exception out."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", _refused)
+    ws = make_workspace(embedder, mlflow_register_models=True)
+    try:
+        ws.store.add("alice", history())
+        with pytest.raises(TrackingError, match="connection refused"):
+            compile_user(ws, "alice", CompileOptions())
+        change = ws.promote("alice", 1)  # the compile's version, written before its run was refused
+        assert ws.registry.live("alice").version == 1 and "connection refused" in change.tracking_error
+    finally:
+        ws.close()
