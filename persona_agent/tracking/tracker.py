@@ -17,6 +17,7 @@ to the configured tracking URI; no global MLflow state is touched, and nothing i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -159,7 +160,8 @@ class Tracker:
                 self._log_model(run_id, document)
             client.set_terminated(run_id, "FINISHED")
         except Exception as exc:
-            client.set_terminated(run_id, "FAILED")
+            with contextlib.suppress(Exception):  # refused too if the store is gone: a reconcile fails the run
+                client.set_terminated(run_id, "FAILED")
             raise TrackingError(f"MLflow run {run_id} failed while logging: {exc}") from exc
         finally:
             with _LIVE_LOCK:

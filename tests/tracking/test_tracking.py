@@ -227,3 +227,14 @@ def test_an_unreachable_tracking_store_is_a_tracking_error_and_a_promote_stands(
         assert ws.registry.live("alice").version == 1 and "connection refused" in change.tracking_error
     finally:
         ws.close()
+
+
+def test_a_store_lost_while_a_run_ends_is_a_tracking_error_and_reconcile_fails_the_run_later(workspace, monkeypatch):
+    """MLflow gone when a run ends: marking it FAILED is refused too, and the run's own error is raised, typed;
+    the run stays RUNNING until a reconcile, with the store back, marks it FAILED."""
+    client = workspace.tracker.client
+    with monkeypatch.context() as patch:
+        patch.setattr(client, "set_terminated", _refused)
+        with pytest.raises(TrackingError, match="connection refused"):
+            compile_user(workspace, "alice", CompileOptions())
+    assert len(workspace.reconcile().failed_runs) == 2  # v0's run and the compile's
