@@ -141,7 +141,7 @@ class Tracker:
             tags["persona_check"] = str(trace["persona_check"])
         with _LIVE_LOCK:
             try:  # the experiment lookup too: it is a first call to a store that may be out of reach
-                run = client.create_run(self.experiment_id, tags=tags)
+                run = self._create_run(tags)
             except Exception as exc:
                 raise TrackingError(f"cannot start an MLflow run at {self.tracking_uri}: {exc}") from exc
             run_id = run.info.run_id
@@ -167,6 +167,18 @@ class Tracker:
             with _LIVE_LOCK:
                 _LIVE_RUNS.discard(run_id)
         return run_id
+
+    def _create_run(self, tags: Mapping[str, str]) -> Any:
+        """A new run in the experiment. Refused, it is tried once more after the experiment is looked up again:
+        deleted in MLflow (its UI) since this process looked it up, it is restored, as on first use, or made again."""
+        from mlflow.exceptions import MlflowException
+
+        experiment_id = self.experiment_id  # out of reach: raised once, not looked up again
+        try:
+            return self.client.create_run(experiment_id, tags=tags)
+        except MlflowException:
+            self._experiment_id = None
+            return self.client.create_run(self.experiment_id, tags=tags)
 
     def fail_orphan_runs(self, reason: str) -> list[str]:
         """Mark FAILED, tagged with `reason`, every run of this store left RUNNING that no thread of this

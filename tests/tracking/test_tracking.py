@@ -238,3 +238,16 @@ def test_a_store_lost_while_a_run_ends_is_a_tracking_error_and_reconcile_fails_t
         with pytest.raises(TrackingError, match="connection refused"):
             compile_user(workspace, "alice", CompileOptions())
     assert len(workspace.reconcile().failed_runs) == 2  # v0's run and the compile's
+
+
+def test_an_experiment_deleted_in_mlflow_is_restored_by_the_next_run(workspace):
+    """Deleting the experiment (MLflow's UI) while a workspace is open is what opening one after it recovers from
+    (the experiment is restored): the open workspace's next run restores it too, rather than failing every compile."""
+    compile_user(workspace, "alice", CompileOptions())
+    client, experiment_id = workspace.tracker.client, workspace.tracker.experiment_id
+    client.delete_experiment(experiment_id)
+    workspace.store.add("bob", history())
+    result = compile_user(workspace, "bob", CompileOptions())
+    assert client.get_experiment(experiment_id).lifecycle_stage == "active"
+    assert _run(workspace, result.mlflow_run_id).info.experiment_id == experiment_id
+    assert len(workspace.tracker.user_runs("alice")) == 2  # alice's runs are back with it
