@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from persona_agent.core.errors import TrackingError
+
 
 def delete_runs(client: Any, run_ids: Iterable[str]) -> tuple[int, bool]:
     """Delete the runs that exist (hard when the backend can); returns (runs deleted, whether hard)."""
@@ -27,8 +29,10 @@ def delete_runs(client: Any, run_ids: Iterable[str]) -> tuple[int, bool]:
     for run_id in run_ids:
         try:
             run = client.get_run(run_id)
-        except MlflowException:
-            continue
+        except MlflowException as exc:  # gone (`mlflow gc`, forgotten before) is not an error; a refusal is
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                continue
+            raise TrackingError(f"cannot delete the MLflow run {run_id}: {exc}") from exc
         if run.info.lifecycle_stage == "active":
             client.delete_run(run_id)
         if hard:

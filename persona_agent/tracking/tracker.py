@@ -342,8 +342,9 @@ class Tracker:
             client.delete_registered_model(name)
             counts["mlflow_registered_models"] = 1
             counts["mlflow_model_versions"] = len(versions)
-        except MlflowException:
-            pass  # no registered model for this user
+        except MlflowException as exc:  # none (never made, deleted in MLflow, forgotten before) is not an error
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise TrackingError(f"cannot delete the registered model {name}: {exc}") from exc
         counts["mlflow_prompt_versions"] = self.prompts.forget(user_id)
         deleted, hard = delete_runs(client, sorted(set(run_ids) | set(self.user_runs(user_id))))
         counts["mlflow_runs"] = deleted

@@ -9,8 +9,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import pytest
 
 from persona_agent.compiling import CompileOptions, compile_user
+from persona_agent.core.errors import TrackingError
 from persona_agent.programs.profile import ProfileBuilder
 from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
@@ -193,3 +195,36 @@ def test_cli_forget_erases_the_bytes_before_it_returns(tracking_home, embedder, 
     assert result.exit_code == 0, result.output
     assert "Erased from disk:" in result.stdout and "UTC" in result.stdout
     assert _files_holding(tracking_home, MARK) == {} and _files_holding(tracking_home, KEEP)
+
+
+def _locked(*args, **kwargs):
+    from mlflow.exceptions import MlflowException
+
+    raise MlflowException("(sqlite3.OperationalError) database is locked", error_code="INTERNAL_ERROR")
+
+
+def test_forget_skips_only_what_mlflow_does_not_hold_and_reports_any_other_refusal(
+    tracking_home, embedder, monkeypatch
+):
+    """Erasure treats a registered model or run MLflow does not hold as gone (a second forget, a delete in MLflow's
+    UI); any other refusal is a `TrackingError` naming what is left, never a report of an erasure that did not
+    happen, and forgetting again finishes it."""
+    ws = make_workspace(embedder, mlflow_register_models=True)
+    try:
+        ws.store.add(USER, history())
+        compile_user(ws, USER, CompileOptions())
+        client = ws.tracker.client
+        with monkeypatch.context() as patch:
+            patch.setattr(client, "delete_registered_model", _locked)
+            with pytest.raises(TrackingError, match=f"persona-{USER}.*database is locked"):
+                ws.forget(USER)
+        assert client.search_registered_models() and len(ws.tracker.user_runs(USER)) == 2
+        with monkeypatch.context() as patch:
+            patch.setattr(client, "get_run", _locked)
+            with pytest.raises(TrackingError, match=r"MLflow run [0-9a-f]{32}: .*database is locked"):
+                ws.forget(USER)
+        assert not client.search_registered_models() and len(ws.tracker.user_runs(USER)) == 2
+        report = ws.forget(USER)
+        assert report.extra["mlflow_runs"] == 2 and ws.tracker.user_runs(USER) == []
+    finally:
+        ws.close()
