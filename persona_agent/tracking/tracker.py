@@ -300,7 +300,7 @@ class Tracker:
             try:
                 path = self.client.download_artifacts(run_id, PROGRAM_FILE, tmp)
             except MlflowException as exc:
-                raise TrackingError(f"run {run_id} has no {PROGRAM_FILE}: {exc}") from exc
+                raise TrackingError(f"no {PROGRAM_FILE} for {ref} (run {run_id}): {exc}") from exc
             return json.loads(Path(path).read_text(encoding="utf-8"))
 
     def user_runs(self, user_id: str) -> list[str]:

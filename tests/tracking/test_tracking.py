@@ -251,3 +251,20 @@ def test_an_experiment_deleted_in_mlflow_is_restored_by_the_next_run(workspace):
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
     assert _run(workspace, result.mlflow_run_id).info.experiment_id == experiment_id
     assert len(workspace.tracker.user_runs("alice")) == 2  # alice's runs are back with it
+
+
+def test_loading_a_reference_whose_run_mlflow_collected_names_the_reference(workspace):
+    """The champion, the live prompt or the run itself, once its run is deleted and collected (`mlflow gc`): the
+    error names the reference the caller gave, and its run."""
+    from click.testing import CliRunner
+    from mlflow.cli import gc
+
+    result = compile_user(workspace, "alice", CompileOptions())
+    run_id = result.mlflow_run_id
+    workspace.tracker.client.delete_run(run_id)
+    uri = workspace.settings.resolved_tracking_uri
+    collected = CliRunner().invoke(gc, ["--backend-store-uri", uri, "--tracking-uri", uri, "--run-ids", run_id])
+    assert collected.exit_code == 0, collected.output
+    for ref in ("models:/persona-alice@champion", "prompts:/persona.alice@live", f"runs:/{run_id}"):
+        with pytest.raises(TrackingError, match=f"{ref}.*{run_id}.*not found"):
+            workspace.load_program("alice", ref)
