@@ -78,11 +78,14 @@ class Tracker:
 
                     parsed = urlparse(self.tracking_uri)
                     database = sqlite_file(self.tracking_uri)
-                    if parsed.scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
-                        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
-                    if database is not None:
-                        use_wal(database)  # before MLflow's engine opens a connection (`tracking.sqlite`)
-                    self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    try:  # a folder that cannot be made, a database that cannot be opened: not MLflow's errors
+                        if parsed.scheme == "sqlite" and parsed.path not in ("", "/:memory:"):
+                            Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+                        if database is not None:
+                            use_wal(database)  # before MLflow's engine opens a connection (`tracking.sqlite`)
+                        self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+                    except Exception as exc:
+                        raise TrackingError(f"cannot open the MLflow store at {self.tracking_uri}: {exc}") from exc
         return self._client
 
     @property

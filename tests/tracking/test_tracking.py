@@ -268,3 +268,21 @@ def test_loading_a_reference_whose_run_mlflow_collected_names_the_reference(work
     for ref in ("models:/persona-alice@champion", "prompts:/persona.alice@live", f"runs:/{run_id}"):
         with pytest.raises(TrackingError, match=f"{ref}.*{run_id}.*not found"):
             workspace.load_program("alice", ref)
+
+
+def test_a_tracking_store_that_cannot_be_opened_is_a_tracking_error_naming_it(tmp_path, embedder):
+    """A tracking URI MLflow cannot open (here a file stands where its folder should be; likewise a read-only or
+    unreadable database) is a `TrackingError` naming the store: a compile raises it, a promote reports it."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    ws = make_workspace(embedder, mlflow_tracking_uri=f"sqlite:///{blocked}/mlflow.db")
+    try:
+        ws.store.add("alice", history())
+        with pytest.raises(TrackingError, match=f"sqlite:///{blocked}/mlflow.db"):
+            compile_user(ws, "alice", CompileOptions())
+        change = ws.promote("alice", 1)
+        assert ws.registry.live("alice").version == 1 and str(blocked) in change.tracking_error
+        with pytest.raises(TrackingError, match="not-a-folder"):
+            ws.load_program("alice", "models:/persona-alice@champion")
+    finally:
+        ws.close()
