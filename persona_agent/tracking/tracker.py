@@ -259,7 +259,7 @@ class Tracker:
                     tags={"user_id": record.user_id, "persona_version": str(record.version)},
                 ).version
             client.set_registered_model_alias(name, CHAMPION, version)
-        except MlflowException as exc:
+        except (MlflowException, OSError) as exc:  # OSError: writing `model/` (a full disk, an HTTP artifact store)
             raise TrackingError(f"cannot register {name}: {exc}") from exc
         return str(version)
 

@@ -286,3 +286,26 @@ def test_a_tracking_store_that_cannot_be_opened_is_a_tracking_error_naming_it(tm
             ws.load_program("alice", "models:/persona-alice@champion")
     finally:
         ws.close()
+
+
+def test_a_full_artifact_store_when_registering_a_champion_is_reported_and_the_promote_stands(
+    tracking_home, embedder, monkeypatch
+):
+    """Registering a version logged without `model/` writes it first; an artifact store that refuses (full disk,
+    read-only) is reported as the champion's error, as it is for a run, and the promote stands."""
+    import errno
+
+    ws = make_workspace(embedder)  # runs logged without `model/`
+    try:
+        ws.store.add("alice", history())
+        compile_user(ws, "alice", CompileOptions())
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(ws.tracker.client, "log_artifacts", full)
+        change = ws.promote("alice", 0, register_model=True)
+        assert ws.registry.live("alice").version == 0 and change.model_version is None
+        assert "persona-alice" in change.tracking_error and "No space left" in change.tracking_error
+    finally:
+        ws.close()
