@@ -45,11 +45,11 @@ def _effect(better: int, worse: int, p: float) -> list[dict]:
     ]
 
 
-def _check(by_method=None, h2h=None, effects=None, thresholds=GoalThresholds()):
+def _check(by_method=None, h2h=None, effects=None, thresholds=None):
     by_method = by_method or {"planned": _rows(300), "planned_no_alignment": _rows(300, seconds=9.0)}
     h2h = h2h or _h2h(majority=(60, 5, 1e-12), vote=(30, 10, 0.002), rag=(25, 8, 0.004))
     effects = effects if effects is not None else _effect(12, 3, 0.035)
-    return goal_check(SUMMARY, by_method, h2h, effects, "accuracy", False, thresholds)
+    return goal_check(SUMMARY, by_method, h2h, effects, "accuracy", False, thresholds or GoalThresholds())
 
 
 def _criteria(goal: dict) -> dict[str, bool]:
