@@ -299,12 +299,16 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         run_id = self.run_of(ref)
+        where = ref if ref == run_id else f"{ref} (run {run_id})"
         with tempfile.TemporaryDirectory(prefix="persona-program-") as tmp:
             try:
                 path = self.client.download_artifacts(run_id, PROGRAM_FILE, tmp)
             except MlflowException as exc:
-                raise TrackingError(f"no {PROGRAM_FILE} for {ref} (run {run_id}): {exc}") from exc
-            return json.loads(Path(path).read_text(encoding="utf-8"))
+                raise TrackingError(f"no {PROGRAM_FILE} for {where}: {exc}") from exc
+            try:  # an artifact store's partial write or a hand edit: name the run, not a JSON parser's position
+                return json.loads(Path(path).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise TrackingError(f"the {PROGRAM_FILE} of {where} is not a saved program: {exc}") from exc
 
     def user_runs(self, user_id: str) -> list[str]:
         """Every run of the user in the experiment, deleted ones included."""

@@ -122,6 +122,17 @@ def test_load_program_from_mlflow_references(workspace):
         workspace.load_program("bob", result.mlflow_run_id)  # alice's program is not bob's
 
 
+def test_a_damaged_saved_program_in_mlflow_is_a_tracking_error_naming_the_run(workspace, tmp_path):
+    """A program.json the artifact store holds half-written (or edited by hand) is refused naming the run, not
+    passed on as a JSON parser's error."""
+    run_id = compile_user(workspace, "alice", CompileOptions()).mlflow_run_id
+    damaged = tmp_path / "program.json"
+    damaged.write_bytes(b'{"format": "persona_agent.program/1", "persona": {"te')
+    workspace.tracker.client.log_artifact(run_id, str(damaged))  # overwrites the run's program.json
+    with pytest.raises(TrackingError, match=f"program.json of {run_id} is not a saved program"):
+        workspace.load_program("alice", run_id)
+
+
 def test_compiling_without_registration_logs_a_run_but_no_model(tracking_home, embedder):
     ws = make_workspace(embedder)
     try:
