@@ -97,10 +97,12 @@ def wal_path(path: Path) -> Path:
 
 
 def discard_leftovers(path: Path) -> None:
-    """Remove a copy (and its WAL) a compaction that died before its move left behind."""
+    """Remove a copy (and its WAL) a compaction that died before its move left behind. Only files that exist:
+    on a read-only disk, unlinking a missing one fails (EROFS), and the open should fail on the database itself."""
     fresh = fresh_path(path)
     for leftover in (fresh, wal_path(fresh)):
-        leftover.unlink(missing_ok=True)
+        if leftover.exists():
+            leftover.unlink(missing_ok=True)
 
 
 def copy_live_rows(con: duckdb.DuckDBPyConnection, path: Path) -> Path:

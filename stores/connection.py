@@ -27,11 +27,9 @@ class StoreConnection:
         self.read_only = read_only
         self.on_disk = str(path) != ":memory:"
         self.key = str(path.resolve()) if self.on_disk else ""  # this file in `OPEN_FILES`
-        if self.on_disk and not read_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
         with OPEN_FILES.lock:
-            if self.on_disk and not read_only and not OPEN_FILES.holders(self.key):
-                discard_leftovers(path)
+            if self.on_disk and not read_only:
+                self._prepare_folder(not OPEN_FILES.holders(self.key))
             self.raw = self._connect(read_only)
             if self.on_disk:
                 OPEN_FILES.add(self.key)
@@ -42,6 +40,19 @@ class StoreConnection:
         self._generation = 0  # bumped when a compaction reopens the file: cursors of older ones are closed
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._cursors_lock = threading.Lock()
+
+    def _prepare_folder(self, first_holder: bool) -> None:
+        """Make the file's folder and, for the first holder, remove a dead compaction's copy. A home that is a
+        regular file, or a read-only disk, is a `StoreError` naming the path, not a raw OSError."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if first_holder:
+                discard_leftovers(self.path)
+        except OSError as exc:
+            raise StoreError(
+                f"Cannot prepare the memory store at {self.path}: {exc}. Set PERSONA_AGENT_HOME (or "
+                "PERSONA_AGENT_DB_PATH) to a writable folder."
+            ) from exc
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         try:
