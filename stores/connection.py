@@ -19,6 +19,25 @@ from persona_agent.core.errors import StoreError
 from persona_agent.stores.compaction import OPEN_FILES, ReadGate, discard_leftovers, move_into_place
 
 
+def open_failure(path: Path, exc: duckdb.Error) -> str:
+    """What went wrong opening `path`, and what to do: DuckDB's own text names neither the likely holder of a
+    lock (a running service) nor the way out of a file that is not a database."""
+    detail = str(exc)
+    if "Could not set lock" in detail:
+        holder = detail.partition("Conflicting lock is held in ")[2].partition(". See also")[0]
+        return (
+            f"{path} is held by another process{', ' + holder if holder else ''}: DuckDB lets one process open a "
+            "database file for writing. Stop that process (e.g. a running `persona-agent serve`) or send the request "
+            "to it, then retry."
+        )
+    if "not a valid DuckDB database" in detail:
+        return (
+            f"{path} is not a valid DuckDB database (empty or another kind of file); it was left as it is. Move it "
+            "aside for a new store there, or set PERSONA_AGENT_DB_PATH (or PERSONA_AGENT_HOME) to another file."
+        )
+    return f"Cannot open the memory store at {path}: {detail}"
+
+
 class StoreConnection:
     """The DuckDB file at `path` (":memory:" for a throwaway one), opened read-write or `read_only`."""
 
@@ -58,7 +77,7 @@ class StoreConnection:
         try:
             return duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
-            raise StoreError(f"Cannot open the memory store at {self.path}: {exc}") from exc
+            raise StoreError(open_failure(self.path, exc)) from exc
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor private to the calling thread, on the current connection. Use it under the write lock or the

@@ -237,3 +237,30 @@ def test_personas_list_shows_the_run_of_every_version_the_initial_one_included(t
     run_ids = {row[0]: row[-1] for row in cells if row and row[0] in ("v0", "v1")}
     assert set(run_ids) == {"v0", "v1"}, result.stdout
     assert all(len(i) == 8 for i in run_ids.values()) and run_ids["v0"] != run_ids["v1"], result.stdout
+
+
+def test_a_database_another_process_holds_is_one_line_naming_it_and_exits_1(tmp_path):
+    """The service holds the file while it runs (one DuckDB writer process): a command says so, not a traceback."""
+    import subprocess
+    import sys
+
+    path = Settings().resolved_db_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hold = "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print(1, flush=True); input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "1"
+        data = str(write_jsonl(tmp_path / "a.jsonl", rows("alice")))
+        for args in (["ingest", data], ["personas", "list", "--user", "alice"], ["forget", "--user", "alice", "-y"]):
+            result = run(*args)
+            assert result.exit_code == 1, result.output
+            [line] = result.stderr.splitlines()
+            assert str(path) in line and "another process" in line and "persona-agent serve" in line, line
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)

@@ -3,11 +3,58 @@ the file and says what to do, before writing anything; never a raw OSError or du
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import StoreError
 from persona_agent.stores import MemoryStore
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, duckdb
+    con = duckdb.connect(sys.argv[1])
+    print("holding", flush=True)
+    sys.stdin.read()
+    """
+)
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A store file another process holds open for writing (as `persona-agent serve` does while it runs)."""
+    path = tmp_path / "m.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        yield path
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_file_another_process_holds_names_it_and_says_to_stop_that_process(held, embedder, read_only):
+    with pytest.raises(StoreError) as caught:
+        MemoryStore(held, embedder=embedder, read_only=read_only)
+    message = str(caught.value)
+    assert str(held) in message and "another process" in message and "PID" in message
+    assert "persona-agent serve" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x17not a database at all" * 500], ids=["empty", "garbage"])
+def test_a_file_that_is_not_a_duckdb_database_is_left_alone_and_named(tmp_path, embedder, content):
+    path = tmp_path / "m.duckdb"
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match="not a valid DuckDB database") as caught:
+        MemoryStore(path, embedder=embedder)
+    assert str(path) in str(caught.value) and "PERSONA_AGENT_DB_PATH" in str(caught.value)
+    assert path.read_bytes() == content
 
 
 def test_a_home_that_is_a_regular_file_is_a_store_error_naming_it(tmp_path, embedder, monkeypatch):
