@@ -82,6 +82,13 @@ class MemoryStore(MemoryReader):
             dim = _resolve_dim(conn, embedder)
             if not read_only:
                 ensure_schema(conn.raw, dim=dim, embedder=embedder.name)
+            seq = int(conn.raw.execute("SELECT coalesce(max(seq), 0) FROM interactions").fetchall()[0][0])
+        except duckdb.Error as exc:  # a file cut short, or another application's database (setup rolled back)
+            conn.abandon()
+            raise StoreError(
+                f"Cannot use {conn.path}: {exc}. The file is damaged or not a PersonaAgent memory store, and was "
+                "left as it is: restore it from a backup, or set PERSONA_AGENT_DB_PATH to another file."
+            ) from exc
         except BaseException:
             conn.abandon()
             raise
@@ -89,7 +96,7 @@ class MemoryStore(MemoryReader):
             conn, embedder, dim=dim, max_text_chars=self.settings.max_text_chars, max_cached_users=max_cached_users
         )
         self._compaction = CompactionSchedule(conn, self.settings)
-        self._seq = int(self._one("SELECT coalesce(max(seq), 0) FROM interactions")[0])
+        self._seq = seq
         self._compaction.resume()
 
     # -- plumbing -------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import duckdb
 import pytest
 
 from persona_agent.core.config import Settings
@@ -21,6 +22,14 @@ HOLDER = textwrap.dedent(
     sys.stdin.read()
     """
 )
+
+
+def tables(path) -> set[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    finally:
+        con.close()
 
 
 @pytest.fixture
@@ -66,3 +75,25 @@ def test_a_home_that_is_a_regular_file_is_a_store_error_naming_it(tmp_path, embe
             MemoryStore(settings=settings, embedder=embedder)
         assert str(home) in str(caught.value)
     assert home.read_text() == "not a folder"
+
+
+def test_another_applications_duckdb_file_is_refused_before_any_write(tmp_path, embedder):
+    path = tmp_path / "theirs.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE interactions (a INTEGER)")
+    con.close()
+    with pytest.raises(StoreError) as caught:
+        MemoryStore(path, embedder=embedder)
+    assert str(path) in str(caught.value) and "not a PersonaAgent memory store" in str(caught.value)
+    assert tables(path) == {"interactions"}
+
+
+def test_a_truncated_store_is_a_store_error_naming_the_file(tmp_path, embedder):
+    path = tmp_path / "m.duckdb"
+    with MemoryStore(path, embedder=embedder) as store:
+        store.add("alice", [{"query": f"question {i}", "response": "ok"} for i in range(50)])
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # a copy cut short (a full disk, an interrupted transfer)
+    with pytest.raises(StoreError, match="damaged") as caught:
+        MemoryStore(path, embedder=embedder)
+    assert str(path) in str(caught.value)
