@@ -38,7 +38,7 @@ from persona_agent.stores.ingestion import IngestBatch, extend_partitions, norma
 from persona_agent.stores.reading import MemoryReader
 from persona_agent.stores.records import ForgetReport, IngestReport, NewInteraction, Profile
 from persona_agent.stores.rows import utcnow
-from persona_agent.stores.schema import ensure_schema
+from persona_agent.stores.schema import ensure_schema, refuse_newer
 from persona_agent.stores.validation import validate_k, validate_text, validate_user_id, validate_vectors
 
 
@@ -80,7 +80,9 @@ class MemoryStore(MemoryReader):
         conn = StoreConnection(Path(path) if path is not None else self.settings.resolved_db_path, read_only=read_only)
         try:
             dim = _resolve_dim(conn, embedder)
-            if not read_only:
+            if read_only:
+                refuse_newer(conn.raw)
+            else:
                 ensure_schema(conn.raw, dim=dim, embedder=embedder.name)
             seq = int(conn.raw.execute("SELECT coalesce(max(seq), 0) FROM interactions").fetchall()[0][0])
         except duckdb.Error as exc:  # a file cut short, or another application's database (setup rolled back)

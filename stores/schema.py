@@ -125,6 +125,18 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def refuse_newer(con: duckdb.DuckDBPyConnection) -> int:
+    """The database's schema version, refused if a newer PersonaAgent wrote it (also on a read-only open, which
+    cannot migrate: reading a newer layout would be a guess)."""
+    version = current_version(con)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"The database is at schema version {version}; this PersonaAgent knows up to {SCHEMA_VERSION}. "
+            "Upgrade persona-agent to open it."
+        )
+    return version
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, *, dim: int, embedder: str) -> None:
     """Create or migrate the schema, and check the store was built with an embedder of this dimension."""
     con.execute("BEGIN TRANSACTION")
@@ -139,12 +151,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, *, dim: int, embedder: str) ->
                 f"This store holds {meta['embedding_dim']}-d embeddings from {meta.get('embedder')!r}; the "
                 f"configured embedder {embedder!r} makes {dim}-d vectors. Use the same embedder, or a new store."
             )
-        version = current_version(con)
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"The database is at schema version {version}; this PersonaAgent knows up to {SCHEMA_VERSION}. "
-                "Upgrade persona-agent to open it."
-            )
+        version = refuse_newer(con)
         for number in range(version + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[number - 1](con, dim)
             con.execute("INSERT INTO schema_version VALUES (?, now()::TIMESTAMP)", [number])

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import StoreError
+from persona_agent.core.errors import SchemaVersionError, StoreError
 from persona_agent.stores import MemoryStore
 
 HOLDER = textwrap.dedent(
@@ -97,3 +97,14 @@ def test_a_truncated_store_is_a_store_error_naming_the_file(tmp_path, embedder):
     with pytest.raises(StoreError, match="damaged") as caught:
         MemoryStore(path, embedder=embedder)
     assert str(path) in str(caught.value)
+
+
+def test_a_store_from_a_newer_persona_agent_is_refused_read_only_too(tmp_path, embedder):
+    path = tmp_path / "m.duckdb"
+    with MemoryStore(path, embedder=embedder) as store:
+        store.add_interaction("alice", "hello", "hi")
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO schema_version VALUES (99, now()::TIMESTAMP)")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="99"):
+        MemoryStore(path, embedder=embedder, read_only=True)
