@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import dspy
 
 from persona_agent.core.config import Settings
-from persona_agent.core.errors import LocalRuntimeMissingError
+from persona_agent.core.errors import ConfigError, LocalRuntimeMissingError
 from persona_agent.lm.engine import AsyncLlamaEngine, LlamaEngine
 from persona_agent.lm.gguf import DEFAULT_MODEL
 from persona_agent.lm.runtime import RuntimeOptions
@@ -99,12 +99,18 @@ def configure_response_cache(settings: Settings | None = None) -> Path:
     global _cache_config
     with _cache_lock:
         if _cache_config != wanted:
-            dspy.configure_cache(
-                enable_disk_cache=settings.lm_cache,
-                enable_memory_cache=settings.lm_cache,
-                disk_cache_dir=wanted[0],
-                restrict_pickle=True,  # cached entries are plain data; never unpickle arbitrary objects
-            )
+            try:
+                dspy.configure_cache(
+                    enable_disk_cache=settings.lm_cache,
+                    enable_memory_cache=settings.lm_cache,
+                    disk_cache_dir=wanted[0],
+                    restrict_pickle=True,  # cached entries are plain data; never unpickle arbitrary objects
+                )
+            except OSError as exc:  # a home that is a regular file, a read-only disk: DSPy's raw error names neither
+                raise ConfigError(
+                    f"Cannot make the LM response cache folder {directory}: {exc}. Set PERSONA_AGENT_HOME (or "
+                    "PERSONA_AGENT_CACHE_DIR) to a writable folder, or PERSONA_AGENT_LM_CACHE=false."
+                ) from exc
             _cache_config = wanted
     return directory
 
