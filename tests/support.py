@@ -7,8 +7,11 @@ session and copied into each test's home.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +98,22 @@ def opera_history(n: int = 4) -> list[dict]:
 
 def history(n: int = 4, response: str = "ok") -> list[dict]:
     return [{"query": f"question {i}", "response": response, "created_at": T0 + timedelta(days=i)} for i in range(n)]
+
+
+@contextlib.contextmanager
+def held_by_another_process(path: Path) -> Iterator[Path]:
+    """`path` opened for writing by another DuckDB process (as `persona-agent serve` holds it while it runs)."""
+    hold = "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print('holding', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        yield path
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(timeout=30)
 
 
 def make_workspace(embedder, lm=None, **settings) -> Workspace:

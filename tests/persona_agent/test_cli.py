@@ -15,7 +15,7 @@ from persona_agent.service.auth import token_secret, verify_token
 from persona_agent.stores import MemoryStore
 from persona_agent.testing import ScriptedLM
 from persona_agent.workspace import Workspace
-from tests.support import CONCISE, PROFILE_ECHO, SHORT, museum_lm, opera_history, scripted_lm
+from tests.support import CONCISE, PROFILE_ECHO, SHORT, held_by_another_process, museum_lm, opera_history, scripted_lm
 
 LAMP = Path(__file__).parents[1] / "evaluation" / "fixtures"
 runner = CliRunner()
@@ -241,26 +241,12 @@ def test_personas_list_shows_the_run_of_every_version_the_initial_one_included(t
 
 def test_a_database_another_process_holds_is_one_line_naming_it_and_exits_1(tmp_path):
     """The service holds the file while it runs (one DuckDB writer process): a command says so, not a traceback."""
-    import subprocess
-    import sys
-
     path = Settings().resolved_db_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    hold = "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print(1, flush=True); input()"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "1"
+    with held_by_another_process(path):
         data = str(write_jsonl(tmp_path / "a.jsonl", rows("alice")))
         for args in (["ingest", data], ["personas", "list", "--user", "alice"], ["forget", "--user", "alice", "-y"]):
             result = run(*args)
             assert result.exit_code == 1, result.output
             [line] = result.stderr.splitlines()
             assert str(path) in line and "another process" in line and "persona-agent serve" in line, line
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)

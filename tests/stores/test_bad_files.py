@@ -3,25 +3,13 @@ the file and says what to do, before writing anything; never a raw OSError or du
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import duckdb
 import pytest
 
 from persona_agent.core.config import Settings
 from persona_agent.core.errors import SchemaVersionError, StoreError
 from persona_agent.stores import MemoryStore
-
-HOLDER = textwrap.dedent(
-    """
-    import sys, duckdb
-    con = duckdb.connect(sys.argv[1])
-    print("holding", flush=True)
-    sys.stdin.read()
-    """
-)
+from tests.support import held_by_another_process
 
 
 def tables(path) -> set[str]:
@@ -35,16 +23,8 @@ def tables(path) -> set[str]:
 @pytest.fixture
 def held(tmp_path):
     """A store file another process holds open for writing (as `persona-agent serve` does while it runs)."""
-    path = tmp_path / "m.duckdb"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout.readline().strip() == "holding"
+    with held_by_another_process(tmp_path / "m.duckdb") as path:
         yield path
-    finally:
-        holder.stdin.close()
-        holder.wait(timeout=30)
 
 
 @pytest.mark.parametrize("read_only", [False, True])
